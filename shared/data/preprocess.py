@@ -1,0 +1,164 @@
+"""From a RawRecord to labelled, normalised, fixed-length windows at the federation's rate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Sequence
+
+import mne
+import numpy as np
+from scipy.signal import resample_poly
+
+from shared.data.config import PreprocessConfig, SiteConfig
+from shared.data.readers.base import Annotation, RawRecord
+from shared.errors import ConfigError, RecordError
+
+
+# a label may miss this share of a window and still count as covering it (first-sample notes, rounding)
+COVERAGE_SLACK = 0.01
+
+
+@dataclass
+class RecordWindows:
+    """A record's windows: `x` (n, channels, window samples) float32, `y` (n,) class indices.
+
+    `onsets` are window starts in seconds from the record start; `unmapped` counts annotation
+    names the label map does not know; `dropped` counts windows without a usable label, by reason.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    onsets: np.ndarray
+    ch_names: list[str]
+    unmapped: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+
+
+def pick_channels(record: RawRecord, wanted: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Select `wanted` channels (exact, then case-insensitive name match); all when empty."""
+    if not wanted:
+        return record.signals, list(record.ch_names)
+    lookup = {name: i for i, name in enumerate(record.ch_names)}
+    folded = {name.strip().lower(): i for i, name in enumerate(record.ch_names)}
+    idx, missing = [], []
+    for name in wanted:
+        i = lookup.get(name, folded.get(name.strip().lower()))
+        (missing.append(name) if i is None else idx.append(i))
+    if missing:
+        raise RecordError(record.path, f"channel(s) {missing} not found; the record has {record.ch_names}")
+    return record.signals[idx], [record.ch_names[i] for i in idx]
+
+
+def check_signals(record: RawRecord, data: np.ndarray, names: list[str], cfg: PreprocessConfig) -> None:
+    """Reject NaN/inf, flat channels, too-low sampling rates and too-short records, naming the file."""
+    bad = [f"{n} ({int(c)} samples)" for n, c in zip(names, (~np.isfinite(data)).sum(axis=1)) if c]
+    if bad:
+        raise RecordError(record.path, f"non-finite values (NaN/inf) in channel(s) {bad}")
+    flat = [n for n, s in zip(names, data.std(axis=1)) if s <= cfg.flat_std]
+    if flat:
+        raise RecordError(record.path, f"flat channel(s) {flat} (standard deviation <= {cfg.flat_std})")
+    if record.sfreq < cfg.sfreq:
+        raise RecordError(
+            record.path,
+            f"sampling rate {record.sfreq:g} Hz is below the federation's {cfg.sfreq:g} Hz; "
+            "upsampling would invent content the recording does not hold",
+        )
+    if record.duration_s < cfg.window_s:
+        raise RecordError(record.path, f"record lasts {record.duration_s:.1f} s, shorter than one {cfg.window_s:g}-s window")
+
+
+def resample_and_filter(data: np.ndarray, sfreq: float, cfg: PreprocessConfig) -> np.ndarray:
+    """Polyphase resampling (with its anti-alias filter) first, then notch and band-pass at the target rate."""
+    if abs(sfreq - cfg.sfreq) > 1e-9:
+        ratio = Fraction(cfg.sfreq / sfreq).limit_denominator(1000)
+        data = resample_poly(data, ratio.numerator, ratio.denominator, axis=1)
+    if cfg.notch is not None and cfg.notch < cfg.sfreq / 2:
+        data = mne.filter.notch_filter(data, cfg.sfreq, cfg.notch, verbose="error")
+    if cfg.l_freq is not None or cfg.h_freq is not None:
+        data = mne.filter.filter_data(data, cfg.sfreq, cfg.l_freq, cfg.h_freq, verbose="error")
+    return data
+
+
+def normalise(windows: np.ndarray, method: str, clip: float) -> np.ndarray:
+    """Per-window, per-channel scaling so that gains and offsets across sites do not matter."""
+    if method == "none":
+        return windows
+    if method == "robust":
+        centre = np.median(windows, axis=-1, keepdims=True)
+        q75, q25 = np.percentile(windows, [75, 25], axis=-1, keepdims=True)
+        scale = (q75 - q25) / 1.349  # IQR of a standard normal
+    else:
+        centre = windows.mean(axis=-1, keepdims=True)
+        scale = windows.std(axis=-1, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip((windows - centre) / scale, -clip, clip)
+
+
+def label_windows(
+    annotations: Sequence[Annotation],
+    onsets: np.ndarray,
+    window_s: float,
+    label_map: dict[str, str],
+    vocabulary: Sequence[str],
+    coverage: float,
+) -> tuple[np.ndarray, Counter, Counter]:
+    """Class index per window, or -1; spans need `coverage` of the window, point events a majority share."""
+    index = {name: i for i, name in enumerate(vocabulary)}
+    unmapped = Counter(a.label for a in annotations if a.label not in label_map)
+    spans = [a for a in annotations if a.duration > 0]
+    points = [a for a in annotations if a.duration == 0]
+    labels = np.full(len(onsets), -1, dtype=np.int64)
+    dropped: Counter = Counter()
+    span_on = np.array([a.onset for a in spans]) if spans else np.zeros(0)
+    span_end = np.array([a.onset + a.duration for a in spans]) if spans else np.zeros(0)
+    point_on = np.array([a.onset for a in points]) if points else np.zeros(0)
+    for w, t0 in enumerate(onsets):
+        t1 = t0 + window_s
+        cover: Counter = Counter()
+        if spans:
+            overlap = np.clip(np.minimum(span_end, t1) - np.maximum(span_on, t0), 0, None)
+            for k in np.flatnonzero(overlap > 0):
+                cover[spans[k].label] += overlap[k] / window_s
+        elif points:
+            inside = np.flatnonzero((point_on >= t0) & (point_on < t1))
+            for k in inside:
+                cover[points[k].label] += 1.0 / len(inside)
+        mapped: Counter = Counter()
+        for name, share in cover.items():
+            if name in label_map:
+                mapped[label_map[name]] += share
+        if not cover:
+            dropped["no annotation"] += 1
+        elif not mapped:
+            dropped["unmapped label"] += 1
+        else:
+            best, share = mapped.most_common(1)[0]
+            if share >= coverage - COVERAGE_SLACK:
+                labels[w] = index[best]
+            else:
+                dropped["mixed labels"] += 1
+    return labels, unmapped, dropped
+
+
+def preprocess_record(
+    record: RawRecord, site: SiteConfig, cfg: PreprocessConfig, vocabulary: Sequence[str]
+) -> RecordWindows:
+    """Pick, check, resample, filter, cut into windows, label and normalise one record."""
+    unknown = sorted(set(site.label_map.values()) - set(vocabulary))
+    if unknown:
+        raise ConfigError(f"site {site.name!r}: label_map targets {unknown} are not in the shared vocabulary {list(vocabulary)}")
+    data, names = pick_channels(record, site.channels)
+    check_signals(record, data, names, cfg)
+    data = resample_and_filter(data, record.sfreq, cfg)
+    n_win = data.shape[1] // cfg.window_samples
+    onsets = np.arange(n_win) * cfg.window_s
+    y, unmapped, dropped = label_windows(
+        record.annotations, onsets, cfg.window_s, site.label_map, vocabulary, cfg.label_coverage
+    )
+    keep = y >= 0
+    windows = data[:, : n_win * cfg.window_samples].reshape(len(names), n_win, cfg.window_samples)
+    windows = np.ascontiguousarray(windows.transpose(1, 0, 2)[keep])
+    x = normalise(windows, cfg.normalisation, cfg.clip).astype(np.float32)
+    return RecordWindows(x=x, y=y[keep], onsets=onsets[keep], ch_names=names, unmapped=unmapped, dropped=dropped)

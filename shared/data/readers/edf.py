@@ -1,0 +1,125 @@
+"""EDF/EDF+/BDF records through MNE, with a header sanity check MNE does not make fatal."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mne
+import numpy as np
+
+from shared.data.config import SiteConfig
+from shared.data.readers.base import Annotation, RawRecord
+from shared.errors import RecordError
+
+log = logging.getLogger(__name__)
+
+_HEADER_BYTES = 256
+
+
+def check_edf_header(path: Path, bytes_per_sample: int) -> None:
+    """Raise RecordError when the fixed header is unreadable or disagrees with the file size.
+
+    MNE only warns when the declared number of data records does not fit the file, and then
+    reads a shorter or padded signal; for a federation that is silent data loss, so it is an
+    error here (EDF spec section 2.1.1: header 256 + 256 x ns bytes, then n_records records).
+    """
+    size = path.stat().st_size
+    if size < _HEADER_BYTES:
+        raise RecordError(path, f"file is {size} bytes, shorter than the {_HEADER_BYTES}-byte EDF header (truncated?)")
+    with path.open("rb") as fh:
+        head = fh.read(_HEADER_BYTES)
+        try:
+            n_records = int(head[236:244].decode("ascii").strip())
+            n_signals = int(head[252:256].decode("ascii").strip())
+        except ValueError as err:
+            raise RecordError(path, f"header fields 'number of data records'/'number of signals' are not integers ({err})") from err
+        if n_signals <= 0:
+            raise RecordError(path, f"header declares {n_signals} signals")
+        header_len = _HEADER_BYTES * (n_signals + 1)
+        if size < header_len:
+            raise RecordError(path, f"file is {size} bytes but its header alone declares {header_len} bytes (truncated header)")
+        fh.seek(_HEADER_BYTES + n_signals * 216)
+        raw = fh.read(8 * n_signals).decode("ascii", errors="replace")
+    try:
+        per_record = sum(int(raw[8 * i : 8 * i + 8].strip()) for i in range(n_signals))
+    except ValueError as err:
+        raise RecordError(path, f"header field 'number of samples in each data record' is not an integer ({err})") from err
+    if n_records < 0:  # -1: still being recorded; the spec allows it, nothing to compare
+        return
+    expected = header_len + n_records * per_record * bytes_per_sample
+    if size != expected:
+        actual_records = (size - header_len) / max(per_record * bytes_per_sample, 1)
+        raise RecordError(
+            path,
+            f"header declares {n_records} data records ({expected} bytes in all) but the file holds "
+            f"{size} bytes, i.e. {actual_records:.2f} records: truncated file or lying header",
+        )
+
+
+def _annotations_from_mne(annot: mne.Annotations) -> list[Annotation]:
+    return [Annotation(float(o), float(d), str(t).strip()) for o, d, t in zip(annot.onset, annot.duration, annot.description)]
+
+
+def find_hypnogram(path: Path, suffix: str) -> Path | None:
+    """The separate annotation file of a Sleep-EDF-style record (`SC4001E0-PSG.edf` -> `SC4001EC-Hypnogram.edf`).
+
+    Exact `<stem><suffix>` first (stem without a trailing `-PSG`), else the single file that
+    shares the stem minus its last character, as Sleep-EDF names them.
+    """
+    stem = path.stem[:-4] if path.stem.endswith("-PSG") else path.stem
+    exact = path.with_name(stem + suffix)
+    if exact.is_file():
+        return exact
+    candidates = sorted(p for p in path.parent.glob(stem[:-1] + "*" + suffix) if p != path)
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
+    """Read an EDF(+)/BDF(+) record and its labels (embedded or from a hypnogram file)."""
+    is_bdf = site.format == "bdf"
+    check_edf_header(path, 3 if is_bdf else 2)
+    reader = mne.io.read_raw_bdf if is_bdf else mne.io.read_raw_edf
+    try:
+        raw = reader(path, preload=True, verbose="error")
+    except Exception as err:  # MNE raises ValueError/RuntimeError/OSError for bad files
+        raise RecordError(path, f"MNE could not read it: {type(err).__name__}: {err}") from err
+    if len(raw.ch_names) == 0:
+        raise RecordError(path, "holds no signal channels (annotation-only file: a hypnogram?)")
+    files = [path]
+    annotations = _annotations_from_mne(raw.annotations)
+    if site.label_source == "hypnogram":
+        hyp = find_hypnogram(path, site.hypnogram_suffix)
+        if hyp is None:
+            raise RecordError(path, f"no hypnogram file ending in {site.hypnogram_suffix!r} matches this record")
+        check_edf_header(hyp, 2)
+        try:
+            annotations = _annotations_from_mne(mne.read_annotations(hyp))
+        except Exception as err:
+            raise RecordError(hyp, f"could not read annotations: {type(err).__name__}: {err}") from err
+        files.append(hyp)
+    # MNE scales every physical dimension (uV, mV, ...) to SI volts; keep SI so gains compare.
+    data = raw.get_data()
+    subject_info = raw.info.get("subject_info") or {}
+    subject = subject_info.get("his_id") or None
+    if subject in ("X", ""):
+        subject = None
+    return RawRecord(
+        name=path.stem[:-4] if path.stem.endswith("-PSG") else path.stem,
+        path=path,
+        signals=np.asarray(data, dtype=np.float64),
+        sfreq=float(raw.info["sfreq"]),
+        ch_names=list(raw.ch_names),
+        units=["V"] * len(raw.ch_names),
+        annotations=annotations,
+        subject=subject,
+        files=files,
+    )
+
+
+def discover_edf_like(site_dir: Path, site: SiteConfig) -> list[Path]:
+    ext = ".bdf" if site.format == "bdf" else ".edf"
+    found = sorted(p for p in site_dir.iterdir() if p.suffix.lower() == ext and p.is_file())
+    if site.label_source == "hypnogram":
+        found = [p for p in found if not p.name.endswith(site.hypnogram_suffix)]
+    return found
