@@ -166,8 +166,7 @@ def load_site(
             if entry_path:
                 cache.save(entry_path, win.x, win.y, win.onsets, meta)
         info = RecordInfo(**entry["meta"]["info"])
-        unmapped.update(entry["meta"]["unmapped"])
-        dropped.update(entry["meta"]["dropped"])
+        unmapped.update(entry["meta"]["unmapped"])  # names seen anywhere, to diagnose a label map
         if ch_ref is None:
             ch_ref = info.ch_names
         elif len(info.ch_names) != len(ch_ref) or (not site.channels and info.ch_names != ch_ref):
@@ -176,6 +175,7 @@ def load_site(
         if info.n_windows == 0:
             skipped.append((str(path), f"no window carries a mapped label (annotations seen: {sorted(entry['meta']['unmapped']) or 'none'})"))
             continue
+        dropped.update(entry["meta"]["dropped"])
         info.subject = resolve_subject(info.name, info.subject or None, table, site.subject_regex)
         parts.append({"info": info, **entry})
     if not parts:

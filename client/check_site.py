@@ -1,0 +1,48 @@
+"""`fedxalign-check-site SITE_DIR`: read a site's data before it joins; sends nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from shared.data.config import DataConfig, SiteConfig
+from shared.data.site_check import check_site, format_report
+from shared.errors import ConfigError
+
+DEFAULT_DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "default.yaml"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fedxalign-check-site", description=__doc__)
+    p.add_argument("site_dir", type=Path, help="the site's data folder")
+    p.add_argument("--site-config", type=Path, help="site settings YAML (default: SITE_DIR/site.yaml)")
+    p.add_argument("--data-config", type=Path, default=DEFAULT_DATA_CONFIG,
+                   help="the federation's vocabulary and preprocessing (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-file warnings")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when the site is usable, 1 when it is not, 2 on a settings error."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet or args.json else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        site = SiteConfig.from_mapping(yaml.safe_load(args.site_config.read_text())) if args.site_config else SiteConfig.from_site_dir(args.site_dir)
+        data_cfg = DataConfig.from_mapping(yaml.safe_load(args.data_config.read_text()))
+    except (ConfigError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = check_site(args.site_dir, site, data_cfg.preprocess[site.modality], data_cfg.vocabulary,
+                        progress=not (args.quiet or args.json))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.usable else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

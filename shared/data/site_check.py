@@ -1,0 +1,93 @@
+"""A site's pre-flight report: what its folder holds and whether the federation can use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from shared.data.config import PreprocessConfig, SiteConfig
+from shared.data.site import load_site
+from shared.data.split import SPLITS
+from shared.errors import SiteError
+
+
+@dataclass
+class SiteReport:
+    """Counts only; nothing in it can reconstruct a signal."""
+
+    site: SiteConfig
+    site_dir: Path
+    usable: bool
+    problem: str = ""
+    n_records: int = 0
+    subjects: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    sampling_rates: list[float] = field(default_factory=list)
+    durations_s: list[float] = field(default_factory=list)
+    windows: dict[str, dict[str, int]] = field(default_factory=dict)
+    unmapped: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("site", "site_dir")}
+        out["site"] = self.site.name
+        out["site_dir"] = str(self.site_dir)
+        return out
+
+
+def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessConfig, vocabulary: Sequence[str],
+               min_windows_per_label: int = 1, progress: bool = True) -> SiteReport:
+    """Read every record of the site (no cache, nothing written) and summarise it."""
+    site_dir = Path(site_dir)
+    try:
+        data = load_site(site_dir, site, preprocess, vocabulary, cache_dir=None, progress=progress)
+    except SiteError as err:
+        return SiteReport(site=site, site_dir=site_dir, usable=False, problem=err.reason)
+    windows = {s: data.class_counts(s) for s in SPLITS}
+    windows["all"] = data.class_counts()
+    report = SiteReport(
+        site=site, site_dir=site_dir, usable=True, n_records=len(data.records),
+        subjects=sorted({r.subject for r in data.records}), channels=data.ch_names,
+        sampling_rates=sorted({r.sfreq for r in data.records}), durations_s=[r.duration_s for r in data.records],
+        windows=windows, unmapped=dict(data.unmapped), dropped=dict(data.dropped), skipped=data.skipped,
+    )
+    empty = [k for k, v in windows["all"].items() if v < min_windows_per_label]
+    if empty:
+        report.warnings.append(f"labels with fewer than {min_windows_per_label} window(s): {empty}")
+    if not windows["test"] or sum(windows["test"].values()) == 0:
+        report.warnings.append("no held-out test subject: the site needs at least two subjects to be evaluated")
+    return report
+
+
+def format_report(r: SiteReport) -> str:
+    lines = [f"site {r.site.name!r} ({r.site.modality}, {r.site.format}) at {r.site_dir}"]
+    if not r.usable:
+        lines += [f"UNUSABLE: {r.problem}"]
+    else:
+        d = np.asarray(r.durations_s)
+        lines += [
+            f"records     {r.n_records} read, {len(r.skipped)} skipped",
+            f"subjects    {len(r.subjects)}",
+            f"channels    {', '.join(r.channels)}",
+            f"rates       {', '.join(f'{f:g} Hz' for f in r.sampling_rates)}",
+            f"duration    {d.sum() / 3600:.2f} h in all, {d.min() / 60:.1f}-{d.max() / 60:.1f} min per record",
+            "windows per shared label:",
+            "  " + f"{'label':8s}" + "".join(f"{s:>8s}" for s in (*SPLITS, "all")),
+        ]
+        for label in r.windows["all"]:
+            lines.append("  " + f"{label:8s}" + "".join(f"{r.windows[s][label]:8d}" for s in (*SPLITS, "all")))
+        if r.unmapped:
+            lines.append("unmapped annotation names (dropped): " + ", ".join(f"{k!r} x{v}" for k, v in sorted(r.unmapped.items())))
+        if r.dropped:
+            lines.append("windows without a usable label: " + ", ".join(f"{k} {v}" for k, v in sorted(r.dropped.items())))
+    if r.skipped:
+        lines.append("skipped files:")
+        lines += [f"  {p}: {why}" for p, why in r.skipped]
+    lines += [f"warning: {w}" for w in r.warnings]
+    lines.append(f"status      {'OK' if r.usable else 'UNUSABLE'} (this check read local files only and sent nothing)")
+    return "\n".join(lines)

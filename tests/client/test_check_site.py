@@ -1,0 +1,47 @@
+import json
+import shutil
+
+from client.check_site import main
+
+
+def test_summary_of_a_generated_site(tiny_federation, capsys):
+    assert main([str(tiny_federation / "eeg_a"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "site 'eeg_a' (eeg, edf)" in out
+    assert "records     4 read, 0 skipped" in out and "subjects    4" in out
+    assert "channels    Fpz-Cz, Pz-Oz" in out and "rates       100 Hz" in out
+    assert "status      OK" in out
+
+
+def test_json_counts_match(tiny_federation, capsys):
+    assert main([str(tiny_federation / "ecg_b"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["usable"] and report["n_records"] == 4 and report["sampling_rates"] == [360.0]
+    total = sum(report["windows"]["all"].values())
+    assert total == sum(sum(report["windows"][s].values()) for s in ("train", "val", "test")) and total > 30
+
+
+def test_unusable_site_exits_non_zero(tiny_federation, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_federation / "ecg_a", folder)
+    for dat in folder.glob("*.dat"):
+        dat.unlink()
+    assert main([str(folder), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "UNUSABLE" in out and "do not exist" in out
+
+
+def test_bad_settings_exit_2(tmp_path, capsys):
+    (tmp_path / "site.yaml").write_text("name: x\nmodality: eeg\nformat: csv\nlabel_map: {a: W}\n")
+    assert main([str(tmp_path)]) == 2
+    assert "Allowed values are 'edf', 'bdf', 'wfdb', but got 'csv'" in capsys.readouterr().err
+
+
+def test_real_folder_reports_reads_and_skips(real_dir, tmp_path, capsys):
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text("name: real\nmodality: ecg\nformat: wfdb\nannotation_extension: atr\nlabel_map: {'(N': W}\n")
+    assert main([str(real_dir), "--site-config", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "records     1 read, 1 skipped" in out and "rates       360 Hz" in out
+    assert "s0010_re.hea: channels ['i', 'ii'" in out  # 15 PTB leads cannot join a 2-lead site
+    assert "windows without a usable label" not in out  # nothing counted from the skipped record

@@ -1,0 +1,43 @@
+"""Shared fixtures: Hydra-composed configs and tiny generated sites in real formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from shared.data.config import DataConfig
+from simulations.generate import federation_spec
+from simulations.paths import CONFIG_DIR
+from shared.data.synthetic.federation import generate_federation
+
+REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+def compose_config(name: str, overrides: list[str] | None = None):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name=name, overrides=overrides or [])
+
+
+@pytest.fixture(scope="session")
+def data_cfg() -> DataConfig:
+    cfg = compose_config("baseline")
+    return DataConfig.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_federation(tmp_path_factory) -> Path:
+    """The `tiny` federation (2 EEG + 2 ECG sites, 4 subjects x 6 min each), written once per session."""
+    cfg = compose_config("generate", ["federation=tiny"])
+    out = tmp_path_factory.mktemp("fed") / "tiny"
+    generate_federation(federation_spec(cfg.federation), out, progress=False)
+    return out
+
+
+@pytest.fixture
+def real_dir() -> Path:
+    if not REAL_DIR.is_dir():
+        pytest.skip(f"real recordings folder {REAL_DIR} is absent (it ships beside the checkout on this team's machines)")
+    return REAL_DIR

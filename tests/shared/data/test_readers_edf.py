@@ -1,0 +1,81 @@
+import shutil
+
+import mne
+import numpy as np
+import pytest
+
+from shared.data.config import SiteConfig
+from shared.data.readers.edf import check_edf_header, find_hypnogram, read_edf_like
+from shared.errors import RecordError
+from tests.shared.data.helpers import alternating_edf
+
+SITE = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"})
+
+
+def test_edf_round_trip_channels_rate_units_annotations(tmp_path):
+    path = tmp_path / "rec.edf"
+    alternating_edf(path, ["A", "B", "A"], subject="P7")
+    rec = read_edf_like(path, SITE)
+    assert rec.ch_names == ["Fpz-Cz", "Pz-Oz"]
+    assert rec.sfreq == 100.0 and rec.signals.shape == (2, 9000)
+    assert rec.units == ["V", "V"]
+    # written in uV, read back in V: the sine amplitude of 20 uV survives scaling
+    assert 1e-5 < np.abs(rec.signals).max() < 1e-4
+    assert [(a.onset, a.duration, a.label) for a in rec.annotations] == [(0, 30, "A"), (30, 30, "B"), (60, 30, "A")]
+    assert rec.subject == "P7"
+
+
+def test_lying_header_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "rec.edf"
+    alternating_edf(path, ["A", "B"])
+    raw = bytearray(path.read_bytes())
+    n = int(raw[236:244].decode())
+    raw[236:244] = f"{n + 5:<8d}".encode()
+    path.write_bytes(bytes(raw))
+    with pytest.raises(RecordError, match=r"rec.edf: header declares .* data records .* truncated file or lying header"):
+        read_edf_like(path, SITE)
+
+
+def test_truncated_file_is_an_error(tmp_path):
+    path = tmp_path / "rec.edf"
+    alternating_edf(path, ["A", "B"])
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(RecordError, match="rec.edf"):
+        read_edf_like(path, SITE)
+
+
+def test_garbage_file_is_an_error(tmp_path):
+    path = tmp_path / "junk.edf"
+    path.write_bytes(b"not an edf at all" * 3)
+    with pytest.raises(RecordError, match="junk.edf: file is 51 bytes"):
+        read_edf_like(path, SITE)
+
+
+def test_sleep_edf_hypnogram_pairing(tmp_path):
+    (tmp_path / "SC4001E0-PSG.edf").touch()
+    (tmp_path / "SC4001EC-Hypnogram.edf").touch()
+    (tmp_path / "SC4011EC-Hypnogram.edf").touch()
+    assert find_hypnogram(tmp_path / "SC4001E0-PSG.edf", "-Hypnogram.edf").name == "SC4001EC-Hypnogram.edf"
+
+
+def test_real_annotation_only_edf(real_dir):
+    path = real_dir / "test_edfann.edf"
+    check_edf_header(path, 2)  # a real EDF+ passes the size check
+    with pytest.raises(RecordError, match="holds no signal channels"):
+        read_edf_like(path, SITE)
+
+
+def test_real_hypnogram_labels_a_psg(real_dir, tmp_path):
+    """The real EDF+ hypnogram (AASM names, 30-s spans, a zero-length 'Lights off' note) labels a PSG beside it."""
+    hyp = tmp_path / "R01EC-Hypnogram.edf"
+    shutil.copy(real_dir / "test_edfann.edf", hyp)
+    annot = mne.read_annotations(hyp)
+    n_epochs = 40
+    alternating_edf(tmp_path / "R01E0-PSG.edf", ["x"] * n_epochs)
+    site = SiteConfig(name="r", modality="eeg", format="edf", label_source="hypnogram",
+                      label_map={"Sleep stage W": "W", "Sleep stage N1": "N1", "Sleep stage N2": "N2"})
+    rec = read_edf_like(tmp_path / "R01E0-PSG.edf", site)
+    assert rec.files[-1] == hyp
+    spans = [a for a in rec.annotations if a.duration > 0]
+    assert [a.label for a in spans[:10]] == [d for d, dur in zip(annot.description, annot.duration) if dur > 0][:10]
+    assert spans[9].label == "Sleep stage N1" and spans[9].onset == 270.0
