@@ -41,3 +41,19 @@ def real_dir() -> Path:
     if not REAL_DIR.is_dir():
         pytest.skip(f"real recordings folder {REAL_DIR} is absent (it ships beside the checkout on this team's machines)")
     return REAL_DIR
+
+
+@pytest.fixture(scope="session")
+def eeg_site_data(tmp_path_factory, data_cfg):
+    """One generated EEG site big enough to train on (6 subjects x 18 min), loaded as SiteData."""
+    from shared.data.config import SiteConfig
+    from shared.data.site import load_site
+    from shared.data.synthetic.federation import FederationSpec
+
+    root = tmp_path_factory.mktemp("train_site")
+    spec = FederationSpec.from_mapping({"seed": 5, "sites": [{"name": "eeg_train", "modality": "eeg", "format": "edf",
+                                                              "sfreq": 100, "channels": ["Fpz-Cz", "Pz-Oz"], "n_subjects": 6,
+                                                              "hours_per_record": 0.3}]})
+    generate_federation(spec, root, progress=False)
+    site = SiteConfig.from_site_dir(root / "eeg_train")
+    return load_site(root / "eeg_train", site, data_cfg.preprocess["eeg"], data_cfg.vocabulary, progress=False)

@@ -1,0 +1,177 @@
+"""A site's local training: DP-SGD (Opacus) toward the class anchors, stopped by the site's own ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from torch.utils.data import DataLoader, Dataset
+
+from shared.errors import ConfigError, check_option
+from shared.losses import orthogonality, prototype_loss
+from shared.models.encoder import CrissCrossEncoder
+from shared.privacy.config import PrivacyConfig
+from shared.privacy.ledger import PrivacyLedger, calibrate_noise
+from shared.privacy.release import effective_release_sigma
+
+log = logging.getLogger(__name__)
+
+ExtraLoss = Callable[[CrissCrossEncoder, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local optimisation; `planned_rounds` sizes the DP noise so the whole run fits the budget."""
+
+    local_epochs: int = 1
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.9
+    tau: float = 0.1
+    pull_weight: float = 0.5
+    orth_weight: float = 0.1
+    planned_rounds: int = 5
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    steps: int
+    mean_loss: float
+    first_epoch_loss: float
+    last_epoch_loss: float
+    stopped_by_budget: bool
+    noise_multiplier: float | None
+    epsilon: float
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum by default: under DP noise, Adam's per-coordinate scaling amplifies the noise."""
+    check_option("optimizer", cfg.optimizer, ("sgd", "adam"))
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+
+
+def project(z: torch.Tensor, head: torch.Tensor | None) -> torch.Tensor:
+    """Apply the server's alignment head (d x d) for this modality, then renormalise."""
+    return z if head is None else torch.nn.functional.normalize(z @ head.T, dim=-1)
+
+
+def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor, present: torch.Tensor,
+          head: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
+    z, spec, _ = model(x, return_features=True)
+    loss = prototype_loss(project(z, head), y, anchors, cfg.tau, present, cfg.pull_weight)
+    if spec is not None:
+        loss = loss + cfg.orth_weight * orthogonality(z, spec)
+    return loss
+
+
+def dp_train(model: CrissCrossEncoder, dataset: Dataset, anchors: torch.Tensor, present: torch.Tensor,
+             train_cfg: TrainConfig, privacy_cfg: PrivacyConfig, ledger: PrivacyLedger,
+             head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None) -> TrainReport:
+    """Train `model` in place for `local_epochs`, or fewer steps if the budget runs out.
+
+    With DP on: Poisson sampling at rate batch_size / n, per-sample clipping at max_grad_norm,
+    noise multiplier calibrated once (stored in the ledger) so that `planned_rounds` rounds of
+    local steps and prototype releases fit the budget; each step is recorded in the ledger
+    before it is taken, and training stops early (stopped_by_budget) when the next step
+    would leave no room for this round's prototype release.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ConfigError("the site has no training windows")
+    gen = torch.Generator().manual_seed(train_cfg.seed)
+    loader = DataLoader(dataset, batch_size=min(train_cfg.batch_size, n), shuffle=True, generator=gen)
+    optimizer = make_optimizer(model, train_cfg)
+    sigma = None
+    budget_steps = math.inf
+    trainable: torch.nn.Module = model
+    engine = None
+    q = min(train_cfg.batch_size, n) / n
+    steps_per_epoch = math.ceil(1 / q)
+    release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier)
+    model.train()  # Opacus validates the module in training mode
+    if privacy_cfg.enabled:
+        if ledger.noise_multiplier is None:
+            ledger.noise_multiplier = calibrate_noise(ledger, q, steps_per_epoch * train_cfg.local_epochs,
+                                                      train_cfg.planned_rounds, release_sigma)
+            ledger.save()
+        sigma = float(ledger.noise_multiplier)
+        budget_steps = ledger.affordable_steps(sigma, q, reserve=[(release_sigma, 1.0, 1)])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")  # research default; see README
+            engine = PrivacyEngine(accountant=privacy_cfg.accountant)
+            trainable, optimizer, loader = engine.make_private(
+                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
+                max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=True,
+            )
+        logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus switches it to DEBUG
+    anchors = anchors.detach()
+    steps, losses, epoch_means = 0, [], []
+    stopped = False
+    for _ in range(train_cfg.local_epochs):
+        epoch_losses = []
+        for x, y in loader:
+            if steps >= budget_steps:
+                stopped = True
+                break
+            if len(y) == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
+                if sigma is not None:
+                    ledger.record("dp_sgd_step", sigma, q)
+                steps += 1
+                continue
+            optimizer.zero_grad()
+            loss = _loss(trainable, x, y, anchors, present, head, train_cfg)
+            if extra_loss is not None:
+                loss = loss + extra_loss(trainable, x)
+            with warnings.catch_warnings():  # inputs need no grad; Opacus' hooks fire on module outputs
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                loss.backward()
+            if sigma is not None:
+                ledger.record("dp_sgd_step", sigma, q)  # written before the noisy update is taken
+            else:  # same optimiser and clip bound without DP, so the two runs differ only by privacy
+                torch.nn.utils.clip_grad_norm_(model.parameters(), privacy_cfg.max_grad_norm)
+            optimizer.step()
+            steps += 1
+            epoch_losses.append(float(loss.detach()))
+        if epoch_losses:
+            epoch_means.append(float(np.mean(epoch_losses)))
+            losses += epoch_losses
+        if stopped:
+            log.warning("privacy budget reached after %d step(s): epsilon %.3f of %g", steps, ledger.epsilon(), privacy_cfg.epsilon)
+            break
+    if engine is not None:
+        trainable.remove_hooks()  # give the plain module back to the caller
+    ledger.save()
+    model.eval()
+    return TrainReport(
+        steps=steps, mean_loss=float(np.mean(losses)) if losses else float("nan"),
+        first_epoch_loss=epoch_means[0] if epoch_means else float("nan"),
+        last_epoch_loss=epoch_means[-1] if epoch_means else float("nan"),
+        stopped_by_budget=stopped, noise_multiplier=sigma, epsilon=ledger.epsilon(),
+    )
+
+
+@torch.no_grad()
+def embed(model: CrissCrossEncoder, x: torch.Tensor, head: torch.Tensor | None = None, batch: int = 256) -> np.ndarray:
+    """Unit embeddings (n, d) in the shared space, in eval mode."""
+    model.eval()
+    out = [project(model(x[i : i + batch]), head) for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.n_outputs), np.float32)

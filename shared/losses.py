@@ -1,0 +1,38 @@
+"""Objectives in the shared latent space: prototype classifier, anchor pull, InfoNCE, MISA orthogonality."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def prototype_logits(z: torch.Tensor, anchors: torch.Tensor, tau: float, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Cosine similarity of unit embeddings to class anchors over temperature; absent classes get -inf."""
+    logits = z @ F.normalize(anchors, dim=-1).T / tau
+    if present is not None:
+        logits = logits.masked_fill(~present.bool().unsqueeze(0), float("-inf"))
+    return logits
+
+
+def prototype_loss(z: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor, tau: float,
+                   present: torch.Tensor | None = None, pull_weight: float = 0.0) -> torch.Tensor:
+    """Temperature-scaled cross-entropy against the anchors plus a pull of each z toward its class anchor."""
+    loss = F.cross_entropy(prototype_logits(z, anchors, tau, present), y)
+    if pull_weight > 0:
+        loss = loss + pull_weight * (1 - (z * F.normalize(anchors, dim=-1)[y]).sum(-1)).mean()
+    return loss
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric CLIP loss (Radford et al. 2021): row i of `a` matches row i of `b`, all other rows are negatives."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / tau
+    target = torch.arange(len(a), device=a.device)
+    per_row = 0.5 * (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none"))
+    if weights is None:
+        return per_row.mean()
+    return (weights * per_row).sum() / weights.sum().clamp_min(1e-12)
+
+
+def orthogonality(inv: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+    """MISA soft orthogonality (Hazarika et al. 2020, eq. 8): squared Frobenius norm of inv^T spec, per sample."""
+    return (inv.T @ spec).pow(2).sum() / len(inv) ** 2

@@ -1,0 +1,49 @@
+"""A site's privacy settings: its own budget, the DP-SGD clip and the prototype release parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from shared.errors import ConfigError, check_option
+
+ACCOUNTANTS = ("rdp", "prv")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """`enabled: false` is the only way to turn DP off; the site then reports epsilon = inf.
+
+    `epsilon`/`delta` bound everything the site releases over the whole run (all DP-SGD steps
+    of all rounds plus every prototype release). `proto_noise_multiplier` is sigma of the
+    Gaussian release of per-class (sum / clip, count); `min_count` suppresses classes whose
+    noisy count falls under it.
+    """
+
+    enabled: bool = True
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    accountant: str = "rdp"
+    max_grad_norm: float = 1.0
+    proto_clip: float = 1.0
+    proto_noise_multiplier: float = 8.0
+    min_count: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_option("accountant", self.accountant, ACCOUNTANTS)
+        if self.enabled and not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise ConfigError(f"{self.epsilon=} must be a positive finite budget; set enabled: false to turn DP off")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"{self.delta=} must lie in (0, 1)")
+        if self.max_grad_norm <= 0 or self.proto_clip <= 0 or self.proto_noise_multiplier <= 0:
+            raise ConfigError("max_grad_norm, proto_clip and proto_noise_multiplier must be positive")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> PrivacyConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown privacy setting(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**values)

@@ -1,0 +1,63 @@
+"""Gaussian release of per-class prototypes: clipped sums and counts plus calibrated noise.
+
+Adding or removing one window changes one class's (sum / clip) by at most 1 in L2 and its
+count by 1, so the released vector (sum / clip, count) has L2 sensitivity sqrt(2); with noise
+of std sigma on every coordinate this is a Gaussian mechanism with noise multiplier
+sigma / sqrt(2), which is what the ledger composes (Dwork & Roth 2014, Thm A.1; RDP of the
+Gaussian mechanism, Mironov 2017).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.privacy.ledger import PrivacyLedger
+
+RELEASE_SENSITIVITY = math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class PrototypeRelease:
+    """What leaves the site: `prototypes` (C, d) noisy class means, zero where suppressed; `counts` (C,) noisy counts, zero where suppressed."""
+
+    prototypes: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.counts > 0
+
+
+def effective_release_sigma(noise_multiplier: float) -> float:
+    return noise_multiplier / RELEASE_SENSITIVITY
+
+
+def add_release_noise(sums: np.ndarray, counts: np.ndarray, clip: float, noise_multiplier: float,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian noise of std `noise_multiplier * clip` on every sum coordinate and `noise_multiplier` on every count."""
+    return sums + rng.normal(0.0, noise_multiplier * clip, sums.shape), counts + rng.normal(0.0, noise_multiplier, counts.shape)
+
+
+def release_prototypes(z: np.ndarray, y: np.ndarray, n_classes: int, clip: float, noise_multiplier: float,
+                       min_count: float, rng: np.random.Generator, ledger: PrivacyLedger | None = None) -> PrototypeRelease:
+    """Privatised per-class means of embeddings `z` (n, d) with labels `y` (n,).
+
+    With a ledger whose DP is on, the release is recorded (and refused if over budget) before
+    any noise is drawn; with DP off (`ledger` None or disabled) the exact means and counts go out.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    z = z * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
+    d = z.shape[1]
+    sums = np.zeros((n_classes, d))
+    np.add.at(sums, y, z)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    if ledger is not None and ledger.cfg.enabled:
+        ledger.spend("prototype_release", effective_release_sigma(noise_multiplier), 1.0, 1)
+        sums, counts = add_release_noise(sums, counts, clip, noise_multiplier, rng)
+    keep = counts >= max(min_count, 1e-9)
+    protos = np.where(keep[:, None], sums / np.maximum(counts, 1e-12)[:, None], 0.0)
+    return PrototypeRelease(prototypes=protos.astype(np.float32), counts=np.where(keep, counts, 0.0).astype(np.float32))

@@ -1,0 +1,57 @@
+import numpy as np
+import torch
+
+from client.training import TrainConfig, dp_train
+from shared.losses import prototype_loss
+from shared.models.encoder import EncoderConfig, build_encoder
+from shared.privacy.config import PrivacyConfig
+from shared.privacy.ledger import PrivacyLedger
+
+
+def anchors(n=5, d=32):
+    a = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    return torch.nn.functional.normalize(a, dim=-1), torch.ones(n, dtype=torch.bool)
+
+
+@torch.no_grad()
+def eval_loss(model, ds, a, present):
+    model.eval()
+    return float(prototype_loss(model(ds.x), ds.y, a, 0.1, present, 0.5))
+
+
+def test_dp_sgd_lowers_the_loss_within_budget(eeg_site_data, tmp_path):
+    ds = eeg_site_data.dataset("train")
+    a, present = anchors()
+    model = build_encoder(EncoderConfig(), seed=0)
+    before = eval_loss(model, ds, a, present)
+    cfg = PrivacyConfig(epsilon=8.0)
+    ledger = PrivacyLedger(tmp_path / "l.json", cfg)
+    report = dp_train(model, ds, a, present, TrainConfig(local_epochs=8, planned_rounds=1), cfg, ledger)
+    after = eval_loss(model, ds, a, present)
+    assert after < before - 0.2
+    assert report.noise_multiplier > 0.5 and 0 < report.epsilon <= 8.0
+    assert ledger.counts["dp_sgd_step"] == report.steps
+
+
+def test_training_stops_at_the_budget(eeg_site_data, tmp_path):
+    """A ledger that has already spent most of its budget allows only a few more steps."""
+    ds = eeg_site_data.dataset("train")
+    a, present = anchors()
+    cfg = PrivacyConfig(epsilon=2.0)
+    ledger = PrivacyLedger(tmp_path / "l.json", cfg)
+    ledger.noise_multiplier = 1.0
+    ledger.spend("dp_sgd_step", 1.0, 64 / len(ds), ledger.affordable_steps(1.0, 64 / len(ds)) - 3)
+    report = dp_train(build_encoder(EncoderConfig(), seed=0), ds, a, present, TrainConfig(local_epochs=5), cfg, ledger)
+    assert report.stopped_by_budget and report.steps < 3
+    assert ledger.epsilon() <= 2.0
+    # the reserve for this round's prototype release is still free
+    assert ledger.can_afford([(cfg.proto_noise_multiplier / np.sqrt(2), 1.0, 1)])
+
+
+def test_without_dp_epsilon_is_infinite(eeg_site_data, tmp_path):
+    ds = eeg_site_data.dataset("train")
+    a, present = anchors()
+    cfg = PrivacyConfig(enabled=False)
+    report = dp_train(build_encoder(EncoderConfig(), seed=0), ds, a, present, TrainConfig(local_epochs=1), cfg,
+                      PrivacyLedger(tmp_path / "l.json", cfg))
+    assert report.epsilon == float("inf") and report.noise_multiplier is None and report.steps > 0

@@ -1,0 +1,94 @@
+import json
+import math
+
+import pytest
+
+from shared.errors import ConfigError
+from shared.privacy.config import PrivacyConfig
+from shared.privacy.ledger import BudgetExceeded, PrivacyLedger, calibrate_noise
+
+
+def test_golden_rdp_epsilon(tmp_path):
+    """Opacus's own check: RDP, sigma 1.5, q 0.04, 2250 steps, delta 1e-5 -> 7.3291."""
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=100, delta=1e-5))
+    ledger.spend("dp_sgd_step", 1.5, 0.04, 2250)
+    assert ledger.epsilon() == pytest.approx(7.3291, abs=1e-3)
+
+
+def test_composes_and_survives_a_restart(tmp_path):
+    cfg = PrivacyConfig(epsilon=10)
+    a = PrivacyLedger(tmp_path / "l.json", cfg)
+    a.spend("dp_sgd_step", 1.0, 0.05, 100)
+    eps_steps = a.epsilon()
+    a.spend("prototype_release", 5.0, 1.0, 1)
+    assert a.epsilon() > eps_steps
+    b = PrivacyLedger(tmp_path / "l.json", cfg)  # a new process reads the same file
+    assert b.epsilon() == pytest.approx(a.epsilon())
+    assert b.counts == {"dp_sgd_step": 100, "prototype_release": 1}
+    assert json.loads((tmp_path / "l.json").read_text())["epsilon_spent"] == pytest.approx(a.epsilon())
+
+
+def test_refuses_past_the_budget_and_records_nothing(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=1.0))
+    k = ledger.affordable_steps(1.0, 0.1)
+    ledger.spend("dp_sgd_step", 1.0, 0.1, k)
+    assert ledger.epsilon() <= 1.0
+    before = ledger.entries
+    with pytest.raises(BudgetExceeded, match="over this site's budget of 1"):
+        ledger.spend("dp_sgd_step", 1.0, 0.1, 1)
+    assert ledger.entries == before
+
+
+def test_affordable_steps_leaves_room_for_a_reserve(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=3.0))
+    reserve = [(4.0, 1.0, 1)]
+    k = ledger.affordable_steps(1.2, 0.05, reserve)
+    assert ledger.can_afford([(1.2, 0.05, k), *reserve])
+    assert not ledger.can_afford([(1.2, 0.05, k + 1), *reserve])
+
+
+def test_calibration_fits_the_planned_run(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=3.0))
+    sigma = calibrate_noise(ledger, 0.1, 20, rounds=5, release_sigma=5.0)
+    eps = ledger.epsilon([(sigma, 0.1, 100), (5.0, 1.0, 5)])
+    assert 2.8 < eps <= 3.0
+    with pytest.raises(ConfigError, match="cannot cover"):
+        calibrate_noise(ledger, 0.1, 20, rounds=5, release_sigma=0.05)
+
+
+def test_dp_off_reports_infinity_and_records_nothing(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(enabled=False))
+    ledger.spend("dp_sgd_step", 1.0, 0.1, 10)
+    assert math.isinf(ledger.epsilon()) and ledger.entries == []
+
+
+def test_unreadable_or_mismatched_ledger(tmp_path):
+    (tmp_path / "l.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        PrivacyLedger(tmp_path / "l.json", PrivacyConfig())
+    PrivacyLedger(tmp_path / "m.json", PrivacyConfig()).save()
+    with pytest.raises(ConfigError, match="'rdp' accountant"):
+        PrivacyLedger(tmp_path / "m.json", PrivacyConfig(accountant="prv"))
+
+
+def test_infinite_budget_needs_dp_off():
+    with pytest.raises(ConfigError, match="enabled: false"):
+        PrivacyConfig(epsilon=math.inf)
+
+
+def test_cached_rdp_matches_opacus_accountant(tmp_path):
+    from opacus.accountants import RDPAccountant
+
+    history = [(1.1, 0.08, 300), (5.657, 1.0, 4), (0.9, 0.02, 1000)]
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=100))
+    for sigma, q, steps in history:
+        ledger.spend("x", sigma, q, steps)
+    acc = RDPAccountant()
+    acc.history = history
+    assert ledger.epsilon() == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
+
+
+def test_prv_accountant_is_available(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=100, accountant="prv"))
+    ledger.spend("dp_sgd_step", 1.5, 0.04, 2250)
+    assert 5.0 < ledger.epsilon() < 7.3291  # PRV is tighter than RDP for the same mechanism
