@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m simulations.main
+	$(BIN)/python -m simulations.run
 
 test: $(STAMP)
 	$(BIN)/pytest -q

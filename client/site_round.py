@@ -20,23 +20,12 @@ from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encode
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import BudgetExceeded, PrivacyLedger
 from shared.privacy.release import PrototypeRelease, release_prototypes
-from shared.protocol import WEIGHT_PREFIX, check_reply
+from shared.protocol import WEIGHT_PREFIX, GlobalState, check_reply
 
 log = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.pt"
 LEDGER_FILE = "ledger.json"
-
-
-@dataclass(frozen=True)
-class GlobalState:
-    """What the server broadcast: anchors (C, d) and which classes they cover; this modality's
-    alignment head (d, d) and averaged encoder weights, when the run has them."""
-
-    anchors: np.ndarray | None = None
-    present: np.ndarray | None = None
-    head: np.ndarray | None = None
-    weights: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,12 +63,17 @@ def weight_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
 
 def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig, train_cfg: TrainConfig,
                 privacy_cfg: PrivacyConfig, glob: GlobalState, share_weights: bool = False,
-                report_train_loss: bool = False, round_seed: int = 0) -> SiteReply:
-    """Train on the train split, release privatised prototypes of it, and return the checked reply."""
+                report_train_loss: bool = False, round_seed: int = 0, anchor_key: str | None = None) -> SiteReply:
+    """Train on the train split, release privatised prototypes of it, and return the checked reply.
+
+    Before the server has sent anchors the site trains against its own: random unit vectors
+    seeded by `anchor_key` (the site's name by default; a federation passes the modality, so
+    same-modality sites start in one space and cross-modal agreement is left to the alignment).
+    """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     n_classes, dim = len(data.vocabulary), model_cfg.embed_dim
-    anchors = glob.anchors if glob.anchors is not None else local_anchors(data.site.name, n_classes, dim)
+    anchors = glob.anchors if glob.anchors is not None else local_anchors(anchor_key or data.site.name, n_classes, dim)
     present = glob.present if glob.present is not None else np.ones(n_classes, bool)
     head = torch.from_numpy(np.asarray(glob.head, np.float32)) if glob.head is not None else None
     model = load_encoder(state_dir, model_cfg, data.site.name, glob.weights)

@@ -15,6 +15,7 @@ from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, Dataset
 
 from shared.errors import ConfigError, check_option
+from shared.train_config import TrainConfig
 from shared.losses import orthogonality, prototype_loss
 from shared.models.encoder import CrissCrossEncoder
 from shared.privacy.config import PrivacyConfig
@@ -24,30 +25,6 @@ from shared.privacy.release import effective_release_sigma
 log = logging.getLogger(__name__)
 
 ExtraLoss = Callable[[CrissCrossEncoder, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Local optimisation; `planned_rounds` sizes the DP noise so the whole run fits the budget."""
-
-    local_epochs: int = 1
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.5
-    momentum: float = 0.9
-    tau: float = 0.1
-    pull_weight: float = 0.5
-    orth_weight: float = 0.1
-    planned_rounds: int = 5
-    seed: int = 0
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)

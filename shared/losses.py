@@ -16,7 +16,16 @@ def prototype_logits(z: torch.Tensor, anchors: torch.Tensor, tau: float, present
 
 def prototype_loss(z: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor, tau: float,
                    present: torch.Tensor | None = None, pull_weight: float = 0.0) -> torch.Tensor:
-    """Temperature-scaled cross-entropy against the anchors plus a pull of each z toward its class anchor."""
+    """Temperature-scaled cross-entropy against the anchors plus a pull of each z toward its class anchor.
+
+    Samples whose class has no anchor yet (`present` False) are left out rather than given an infinite loss.
+    """
+    if present is not None:
+        keep = present.bool()[y]
+        if not keep.all():
+            if not keep.any():
+                return z.sum() * 0.0
+            z, y = z[keep], y[keep]
     loss = F.cross_entropy(prototype_logits(z, anchors, tau, present), y)
     if pull_weight > 0:
         loss = loss + pull_weight * (1 - (z * F.normalize(anchors, dim=-1)[y]).sum(-1)).mean()

@@ -11,6 +11,7 @@ split). Nothing sized by the number of windows, no raw signal, no per-window emb
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -22,6 +23,18 @@ WEIGHT_PREFIX = "weights."
 TRAIN_METRICS = frozenset({"epsilon", "delta", "epsilon_budget", "dp_steps", "noise_multiplier", "released_classes", "train_loss"})
 EVAL_METRICS = frozenset({"accuracy", "balanced_accuracy", "n_eval", "epsilon"})
 MAX_SCALAR = 1e12
+
+
+@dataclass(frozen=True)
+class GlobalState:
+    """What the server broadcast: anchors (C, d) and which classes they cover; this modality's
+    alignment head (d, d) and averaged encoder weights, when the run has them."""
+
+    anchors: np.ndarray | None = None
+    present: np.ndarray | None = None
+    head: np.ndarray | None = None
+    weights: dict[str, np.ndarray] | None = None
+
 
 
 class DisallowedReply(FedXAlignError):
@@ -65,3 +78,26 @@ def check_reply(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float], 
                 raise DisallowedReply(f"array {name!r} has a dimension equal to a sample count {sized}")
         if not np.all(np.isfinite(arr)):
             raise DisallowedReply(f"array {name!r} holds non-finite values")
+
+
+def pack_global(glob: GlobalState) -> dict[str, np.ndarray]:
+    """Server -> site arrays: `anchors`, `present`, `head`, and `weights.*` when shared."""
+    out = {}
+    if glob.anchors is not None:
+        out["anchors"] = np.asarray(glob.anchors, np.float32)
+        out["present"] = np.asarray(glob.present, np.float32)
+    if glob.head is not None:
+        out["head"] = np.asarray(glob.head, np.float32)
+    for k, v in (glob.weights or {}).items():
+        out[WEIGHT_PREFIX + k] = np.asarray(v)
+    return out
+
+
+def unpack_global(arrays: Mapping[str, np.ndarray]) -> GlobalState:
+    weights = {k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
+    return GlobalState(
+        anchors=arrays.get("anchors"),
+        present=arrays["present"].astype(bool) if "present" in arrays else None,
+        head=arrays.get("head"),
+        weights=weights or None,
+    )

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from shared.data.config import DataConfig, SiteConfig
 from shared.data.features import FEATURES
-from shared.data.site import SiteData, load_site
+from shared.data.site import SiteData, federation_sites, load_site
 from simulations.paths import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,6 @@ def feature_baseline(data: SiteData) -> BaselineResult:
     score = balanced_accuracy_score(data.y[keep], model.predict(feats[keep])) if keep.any() else float("nan")
     return BaselineResult(data.site.name, data.site.modality, int(train.sum()), int(keep.sum()), float(score),
                           1.0 / max(len(np.unique(data.y[keep])), 1))
-
-
-def federation_sites(root: Path) -> list[Path]:
-    """Every folder under `root` that holds a `site.yaml`, in a stable order."""
-    return sorted(p.parent for p in root.rglob("site.yaml"))
 
 
 def run_baselines(root: Path, data_cfg: DataConfig, cache_dir: Path | None) -> list[BaselineResult]:

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from shared.data.config import DataConfig, SiteConfig
 from shared.data.site_check import check_site, format_report
 from shared.data.synthetic.federation import MANIFEST, generate_federation
-from simulations.baseline import federation_sites, format_results, run_baselines
+from shared.data.site import federation_sites
+from simulations.baseline import format_results, run_baselines
 from simulations.generate import federation_spec
 from simulations.paths import CONFIG_DIR
 

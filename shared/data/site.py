@@ -88,6 +88,11 @@ class WindowDataset(torch.utils.data.Dataset):
         return self.x[i], self.y[i]
 
 
+def federation_sites(root: str | Path) -> list[Path]:
+    """Every site folder (one holding a `site.yaml`) under `root`, in a stable order."""
+    return sorted(p.parent for p in Path(root).rglob("site.yaml"))
+
+
 def read_subject_table(site_dir: Path) -> dict[str, str]:
     """Optional `records.tsv` (columns `record`, `subject`) that maps records to subjects."""
     path = site_dir / RECORDS_FILE

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from client.site_round import LEDGER_FILE, GlobalState, train_round
+from client.site_round import LEDGER_FILE, train_round
+from shared.protocol import GlobalState
 from client.training import TrainConfig
 from shared.models.encoder import EncoderConfig
 from shared.privacy.config import PrivacyConfig

@@ -1,0 +1,147 @@
+"""The coordinator's loop over Flower's Grid: discover sites, then per round train -> aggregate/align -> evaluate.
+
+A round goes on with the sites that answered in time, down to `federation.min_sites`; a site
+that failed may answer again in a later round. State is checkpointed every round and the
+per-round and per-site metrics are (re)written to the results folder as they come.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_json
+from shared.errors import FedXAlignError
+from shared.protocol import pack_global
+from shared.runconfig import RunSettings
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.npz"
+
+
+class FederationError(FedXAlignError):
+    """The federation cannot go on (too few sites answered)."""
+
+
+@dataclass
+class RunLog:
+    rounds: list[dict] = field(default_factory=list)
+    sites: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+
+    def write(self, out: Path) -> None:
+        write_json(out / "rounds.json", self.rounds)
+        for name, rows in (("sites.csv", self.sites), ("evaluation.csv", self.evals)):
+            if rows:
+                keys = sorted({k for r in rows for k in r})
+                with (out / name).open("w", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=keys)
+                    w.writeheader()
+                    w.writerows(rows)
+
+
+def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
+    end = time.time() + timeout_s
+    while True:
+        ids = sorted(grid.get_node_ids())
+        if len(ids) >= n or time.time() > end:
+            return ids
+        time.sleep(1.0)
+
+
+def query_sites(grid: Grid, node_ids: list[int], timeout_s: float) -> dict[int, dict[str, str]]:
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in node_ids]
+    out = {}
+    replies = list(grid.send_and_receive(msgs, timeout=timeout_s))
+    log.info("queried %d node(s), %d answered", len(node_ids), len(replies))
+    for reply in replies:
+        if reply.has_error():
+            log.warning("node %s failed the query: %s", reply.metadata.src_node_id, reply.error)
+            continue
+        info = reply.content["info"]
+        out[reply.metadata.src_node_id] = {"site": str(info["site"]), "modality": str(info["modality"])}
+    return out
+
+
+def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundSummary, list[SiteResult], float], None] | None = None) -> ServerState:
+    fed = settings.federation
+    out = Path(fed.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CHECKPOINT
+    state = ServerState.load(ckpt) if ckpt.is_file() else ServerState()
+    if state.round:
+        log.info("resuming from %s at round %d", ckpt, state.round)
+    sites: dict[int, dict[str, str]] = {}
+    runlog = RunLog()
+    for rnd in range(state.round + 1, fed.rounds + 1):
+        t0 = time.time()
+        node_ids = wait_for_nodes(grid, max(fed.min_sites, fed.expected_sites if rnd == state.round + 1 else 0), fed.round_timeout_s)
+        new = [n for n in node_ids if n not in sites]
+        if new:
+            sites |= query_sites(grid, new, fed.round_timeout_s)
+        targets = [n for n in node_ids if n in sites]
+        if len(targets) < fed.min_sites:
+            raise FederationError(f"round {rnd}: only {len(targets)} site(s) reachable, fewer than min_sites={fed.min_sites}")
+        cfg = ConfigRecord({"round": rnd, "share-weights": fed.share_weights})
+        msgs = [Message(RecordDict({"global": _record(pack_global(state.global_for(sites[n]["modality"], fed.share_weights))),
+                                    "config": cfg}), dst_node_id=n, message_type="train", group_id=str(rnd))
+                for n in targets]
+        results = []
+        for reply in grid.send_and_receive(msgs, timeout=fed.round_timeout_s):
+            src = reply.metadata.src_node_id
+            if reply.has_error():
+                log.warning("round %d: site %s failed: %s", rnd, sites[src]["site"], reply.error)
+                continue
+            results.append(SiteResult(site=sites[src]["site"], modality=sites[src]["modality"],
+                                      arrays={k: v.numpy() for k, v in reply.content["release"].items()},
+                                      metrics=dict(reply.content["metrics"])))
+        missing = sorted({sites[n]["site"] for n in targets} - {r.site for r in results})
+        if missing:
+            log.warning("round %d: no reply from %s; going on with %d site(s)", rnd, missing, len(results))
+        if len(results) < fed.min_sites:
+            raise FederationError(f"round {rnd}: {len(results)} site(s) answered, fewer than min_sites={fed.min_sites}")
+        state, summary = aggregate_round(state, results, settings)
+        state.save(ckpt)
+        evals = evaluate_sites(grid, state, sites, targets, rnd, settings)
+        wall = time.time() - t0
+        runlog.rounds.append(asdict(summary) | {"wall_s": wall, "missing": missing,
+                                                "mean_balanced_accuracy": _mean([e["balanced_accuracy"] for e in evals])})
+        runlog.sites += site_rows(rnd, results)
+        runlog.evals += evals
+        runlog.write(out)
+        if on_round:
+            on_round(summary, results, wall)
+    return state
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if np.isfinite(x)]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def evaluate_sites(grid: Grid, state: ServerState, sites: dict[int, dict[str, str]], targets: list[int], rnd: int,
+                   settings: RunSettings) -> list[dict]:
+    msgs = [Message(RecordDict({"global": _record(pack_global(state.global_for(sites[n]["modality"], False))),
+                                "config": ConfigRecord({"round": rnd})}), dst_node_id=n, message_type="evaluate", group_id=str(rnd))
+            for n in targets]
+    rows = []
+    for reply in grid.send_and_receive(msgs, timeout=settings.federation.round_timeout_s):
+        if reply.has_error():
+            continue
+        src = reply.metadata.src_node_id
+        rows.append({"round": rnd, "site": sites[src]["site"], "modality": sites[src]["modality"],
+                     **{k: float(v) for k, v in reply.content["metrics"].items()}})
+    return rows

@@ -1,0 +1,151 @@
+"""The coordinator's round logic, free of transport: aggregate per modality, align, build the next broadcast.
+
+Used unchanged by the Flower ServerApp and by in-process drivers (baselines, benchmarks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from server.aggregation import ModalityPrototypes, aggregate_prototypes, fedavg
+from server.alignment import AlignResult, align_prototypes, mean_cross_score
+from shared.protocol import WEIGHT_PREFIX, GlobalState
+from shared.runconfig import RunSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SiteResult:
+    """One site's train reply as the server sees it (plus the public metadata from the query)."""
+
+    site: str
+    modality: str
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, float]
+
+    @property
+    def bytes_sent(self) -> int:
+        return int(sum(np.asarray(a).nbytes for a in self.arrays.values()) + 8 * len(self.metrics))
+
+    @property
+    def prototype_bytes(self) -> int:
+        return int(sum(np.asarray(a).nbytes for k, a in self.arrays.items() if not k.startswith(WEIGHT_PREFIX)))
+
+
+@dataclass
+class ServerState:
+    """Everything the coordinator holds between rounds; saved as a checkpoint every round."""
+
+    round: int = 0
+    anchors: dict[str, np.ndarray] = field(default_factory=dict)
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+    heads: dict[str, np.ndarray] = field(default_factory=dict)
+    weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def global_for(self, modality: str, share_weights: bool) -> GlobalState:
+        if modality not in self.anchors:
+            return GlobalState(head=self.heads.get(modality), weights=self.weights.get(modality) if share_weights else None)
+        return GlobalState(anchors=self.anchors[modality], present=self.present[modality], head=self.heads.get(modality),
+                           weights=self.weights.get(modality) if share_weights else None)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"anchors/{m}": a for m, a in self.anchors.items()} | {f"present/{m}": p for m, p in self.present.items()}
+        arrays |= {f"heads/{m}": h for m, h in self.heads.items()}
+        arrays |= {f"weights/{m}/{k}": v for m, w in self.weights.items() for k, v in w.items()}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, round=np.array(self.round), **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ServerState:
+        state = cls()
+        with np.load(path) as npz:
+            state.round = int(npz["round"])
+            for key in npz.files:
+                kind, _, rest = key.partition("/")
+                if kind == "weights":
+                    m, _, name = rest.partition("/")
+                    state.weights.setdefault(m, {})[name] = npz[key]
+                elif kind in ("anchors", "present", "heads"):
+                    getattr(state, kind)[rest] = npz[key].astype(bool) if kind == "present" else npz[key]
+        return state
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    round: int
+    n_sites: int
+    sites: list[str]
+    alignment_before: float
+    alignment_after: float
+    classes_per_modality: dict[str, int]
+    train_loss: float
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def aggregate_round(state: ServerState, results: list[SiteResult], settings: RunSettings) -> tuple[ServerState, RoundSummary]:
+    """Aggregate one round's replies into the next state. Sites of one modality never mix with another's."""
+    fed, align = settings.federation, settings.align
+    by_mod: dict[str, list[SiteResult]] = {}
+    for r in results:
+        by_mod.setdefault(r.modality, []).append(r)
+    protos: dict[str, ModalityPrototypes] = {
+        m: aggregate_prototypes([r.arrays["prototypes"] for r in rs], [r.arrays["counts"] for r in rs], fed.aggregator, fed.trim_fraction)
+        for m, rs in by_mod.items()
+    }
+    new = ServerState(round=state.round + 1, anchors=dict(state.anchors), present=dict(state.present),
+                      heads=dict(state.heads), weights=dict(state.weights))
+    if fed.share_weights:
+        for m, rs in by_mod.items():
+            with_w = [r for r in rs if any(k.startswith(WEIGHT_PREFIX) for k in r.arrays)]
+            if with_w:
+                new.weights[m] = fedavg([{k[len(WEIGHT_PREFIX):]: v for k, v in r.arrays.items() if k.startswith(WEIGHT_PREFIX)} for r in with_w],
+                                        [float(np.sum(r.arrays["counts"])) for r in with_w])
+    dim = next(iter(protos.values())).prototypes.shape[1] if protos else settings.model.embed_dim
+    if align.enabled and len(protos) > 1:
+        result: AlignResult = align_prototypes(protos, align, seed=new.round)
+        union = np.any([p.present for p in protos.values()], axis=0)
+        for m in protos:
+            new.heads[m] = result.maps[m] @ new.heads.get(m, np.eye(dim, dtype=np.float32))
+            new.anchors[m] = result.anchors
+            new.present[m] = union
+        before, after = result.score_before, result.score_after
+    else:
+        anchor_mod = align.anchor_modality if align.anchor_modality in protos else (sorted(protos)[0] if protos else None)
+        for m, p in protos.items():
+            old = new.anchors.get(m)
+            fresh = _unit(p.prototypes)
+            new.anchors[m] = np.where(p.present[:, None], fresh, old if old is not None else fresh).astype(np.float32)
+            new.present[m] = p.present | (new.present.get(m, np.zeros_like(p.present)))
+        others = {m: p for m, p in protos.items() if m != anchor_mod}
+        before = after = mean_cross_score(protos[anchor_mod], others) if anchor_mod else float("nan")
+    losses = [r.metrics["train_loss"] for r in results if "train_loss" in r.metrics and np.isfinite(r.metrics["train_loss"])]
+    summary = RoundSummary(
+        round=new.round, n_sites=len(results), sites=sorted(r.site for r in results),
+        alignment_before=float(before), alignment_after=float(after),
+        classes_per_modality={m: int(p.present.sum()) for m, p in protos.items()},
+        train_loss=float(np.mean(losses)) if losses else float("nan"),
+    )
+    return new, summary
+
+
+def site_rows(round_no: int, results: list[SiteResult]) -> list[dict]:
+    """Per-site metrics of one round for the results files (privacy status and bytes sent)."""
+    return [{"round": round_no, "site": r.site, "modality": r.modality, **{k: float(v) for k, v in r.metrics.items()},
+             "bytes_sent": r.bytes_sent, "prototype_bytes": r.prototype_bytes} for r in results]
+
+
+def write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o)))

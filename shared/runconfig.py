@@ -1,0 +1,164 @@
+"""The one translation between Flower's flat `run_config` and the typed settings of a run.
+
+Flower carries only flat scalar keys; Hydra composes nested YAML. `RunSettings.to_flat()`
+and `RunSettings.from_flat()` are the only code that knows the flat key names: every other
+module takes the typed dataclasses. Keys are `<section>.<field>` with the field name as in
+the dataclass (e.g. `privacy.epsilon`, `preprocess.eeg.sfreq`); None is the string "none",
+tuples are comma-joined strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from shared.data.config import DataConfig, PreprocessConfig, SplitConfig
+from shared.errors import ConfigError, check_option
+from shared.models.encoder import EncoderConfig
+from shared.privacy.config import PrivacyConfig
+from shared.train_config import TrainConfig
+
+AGGREGATORS = ("mean", "trimmed_mean", "median")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Server-side semantic alignment (Brant-X): InfoNCE over classes, CLIP-style temperature."""
+
+    enabled: bool = True
+    anchor_modality: str = "eeg"
+    tau: float = 0.1
+    steps: int = 300
+    lr: float = 0.05
+    orth_weight: float = 1.0
+    anchor_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Run-wide settings of the coordinator and where a simulation keeps its files."""
+
+    rounds: int = 5
+    min_sites: int = 2
+    expected_sites: int = 0  # wait (up to round_timeout_s) for this many sites before round 1; 0 = min_sites
+    round_timeout_s: float = 600.0
+    share_weights: bool = False
+    aggregator: str = "mean"
+    trim_fraction: float = 0.2
+    federation_dir: str = "data/generated/default"
+    results_dir: str = "results/latest"
+    cache_dir: str = ".cache/fedxalign"
+    report_train_loss: bool = True
+    client_threads: int = 0  # torch threads per ClientApp; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        check_option("aggregator", self.aggregator, AGGREGATORS)
+        if self.rounds < 1 or self.min_sites < 1:
+            raise ConfigError(f"{self.rounds=} and {self.min_sites=} must be at least 1")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    federation: FederationConfig
+    align: AlignConfig
+    data: DataConfig
+    model: EncoderConfig
+    train: TrainConfig
+    privacy: PrivacyConfig
+
+    def model_for(self, modality: str) -> EncoderConfig:
+        return dataclasses.replace(self.model, modality=modality)
+
+    def to_flat(self) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for name in ("federation", "align", "model", "train", "privacy"):
+            flat |= _flatten(name, getattr(self, name))
+        flat |= _flatten("split", self.data.split)
+        flat["data.vocabulary"] = ",".join(self.data.vocabulary)
+        for modality, pre in self.data.preprocess.items():
+            flat |= _flatten(f"preprocess.{modality}", pre)
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> RunSettings:
+        known = set(cls.default_keys())
+        unknown = sorted(set(flat) - known)
+        if unknown:
+            raise ConfigError(f"unknown run_config key(s) {unknown}")
+        modalities = sorted({k.split(".")[1] for k in flat if k.startswith("preprocess.")})
+        vocab = tuple(str(flat["data.vocabulary"]).split(",")) if "data.vocabulary" in flat else ()
+        return cls(
+            federation=_unflatten(FederationConfig, "federation", flat),
+            align=_unflatten(AlignConfig, "align", flat),
+            data=DataConfig(vocabulary=vocab, split=_unflatten(SplitConfig, "split", flat),
+                            preprocess={m: _unflatten(PreprocessConfig, f"preprocess.{m}", flat) for m in modalities}),
+            model=_unflatten(EncoderConfig, "model", flat),
+            train=_unflatten(TrainConfig, "train", flat),
+            privacy=_unflatten(PrivacyConfig, "privacy", flat),
+        )
+
+    @staticmethod
+    def default_keys() -> list[str]:
+        keys = ["data.vocabulary"]
+        for prefix, cls in (("federation", FederationConfig), ("align", AlignConfig), ("model", EncoderConfig),
+                            ("train", TrainConfig), ("privacy", PrivacyConfig), ("split", SplitConfig),
+                            ("preprocess.eeg", PreprocessConfig), ("preprocess.ecg", PreprocessConfig)):
+            keys += [f"{prefix}.{f.name}" for f in dataclasses.fields(cls)]
+        return keys
+
+    @classmethod
+    def from_nested(cls, values: Mapping[str, Any]) -> RunSettings:
+        """From Hydra's composed config (plain containers): sections federation_run, alignment, data, model, training, privacy."""
+        def build(kind, section):
+            names = {f.name for f in dataclasses.fields(kind)}
+            unknown = sorted(set(section) - names)
+            if unknown:
+                raise ConfigError(f"unknown {kind.__name__} setting(s) {unknown}; allowed: {sorted(names)}")
+            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
+
+        return cls(
+            federation=build(FederationConfig, values["federation_run"]),
+            align=build(AlignConfig, values["alignment"]),
+            data=DataConfig.from_mapping(values["data"]),
+            model=build(EncoderConfig, values["model"]),
+            train=build(TrainConfig, values["training"]),
+            privacy=build(PrivacyConfig, values["privacy"]),
+        )
+
+
+def _encode(value: Any) -> Any:
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def _flatten(prefix: str, obj: Any) -> dict[str, Any]:
+    return {f"{prefix}.{f.name}": _encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _decode(value: Any, tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if value is None or value == "none":
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is bool:
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if tp in (int, float, str):
+        return tp(value)
+    if typing.get_origin(tp) is tuple:
+        return tuple(x for x in str(value).split(",") if x) if isinstance(value, str) else tuple(value)
+    return value
+
+
+def _unflatten(cls: type, prefix: str, flat: Mapping[str, Any]):
+    hints = typing.get_type_hints(cls)
+    values = {f.name: _decode(flat[f"{prefix}.{f.name}"], hints[f.name]) for f in dataclasses.fields(cls) if f"{prefix}.{f.name}" in flat}
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"bad {prefix} settings in run_config: {err}") from err

@@ -1,0 +1,33 @@
+"""Local optimisation settings of a site, shared by the site (which trains) and the server (which schedules)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from shared.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local optimisation; `planned_rounds` sizes the DP noise so the whole run fits the budget."""
+
+    local_epochs: int = 1
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.5
+    momentum: float = 0.9
+    tau: float = 0.1
+    pull_weight: float = 0.5
+    orth_weight: float = 0.1
+    planned_rounds: int = 5
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**values)

@@ -1,0 +1,55 @@
+"""In-process drivers for the baselines: the same site and server functions as the Flower apps, without transport.
+
+`run_local_only`: every site trains alone against its own anchors (no server).
+`run_federated`: the coordinator's `aggregate_round` over direct calls (used for per-modality
+FedAvg without alignment, so the baseline differs from the main run only by the alignment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from client.site_round import train_round
+from server.strategy import ServerState, SiteResult, aggregate_round
+from shared.data.site import SiteData
+from shared.protocol import GlobalState
+from shared.runconfig import RunSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_local_only(sites: list[SiteData], settings: RunSettings, state_root: Path) -> None:
+    """R rounds of local training per site, each against anchors seeded by its own name."""
+    total = len(sites) * settings.federation.rounds
+    with tqdm(total=total, desc="baseline local-only", unit="site-round") as bar:
+        for data in sites:
+            for rnd in range(1, settings.federation.rounds + 1):
+                train_round(data, state_root / data.site.name.replace("/", "_"), settings.model_for(data.site.modality),
+                            settings.train, settings.privacy, GlobalState(), round_seed=rnd)
+                bar.update(1)
+
+
+def run_federated(sites: list[SiteData], settings: RunSettings, state_root: Path, desc: str) -> ServerState:
+    state = ServerState()
+    fed = settings.federation
+    with tqdm(total=len(sites) * fed.rounds, desc=desc, unit="site-round") as bar:
+        for rnd in range(1, fed.rounds + 1):
+            results = []
+            for data in sites:
+                m = data.site.modality
+                reply = train_round(data, state_root / data.site.name.replace("/", "_"), settings.model_for(m), settings.train,
+                                    settings.privacy, state.global_for(m, fed.share_weights), share_weights=fed.share_weights,
+                                    round_seed=rnd, anchor_key=m)
+                results.append(SiteResult(data.site.name, m, reply.arrays, reply.metrics))
+                bar.update(1)
+            state, _ = aggregate_round(state, results, settings)
+    return state
+
+
+def unaligned_fedavg_settings(settings: RunSettings) -> RunSettings:
+    return dataclasses.replace(settings, align=dataclasses.replace(settings.align, enabled=False),
+                               federation=dataclasses.replace(settings.federation, share_weights=True))
