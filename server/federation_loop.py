@@ -66,7 +66,7 @@ def query_sites(grid: Grid, node_ids: list[int], timeout_s: float) -> dict[int, 
     msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in node_ids]
     out = {}
     replies = list(grid.send_and_receive(msgs, timeout=timeout_s))
-    log.info("queried %d node(s), %d answered", len(node_ids), len(replies))
+    log.debug("queried %d node(s), %d answered", len(node_ids), len(replies))
     for reply in replies:
         if reply.has_error():
             log.warning("node %s failed the query: %s", reply.metadata.src_node_id, reply.error)

@@ -69,6 +69,8 @@ def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> N
     from client.client_app import make_client_app
     from server.server_app import make_server_app
 
+    quiet_libraries()
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # run_simulation's deprecation notice; our loop logs failures
     run_simulation(
         server_app=make_server_app(settings, on_round=progress_printer(settings.federation.rounds)),
         client_app=make_client_app(settings),
@@ -129,7 +131,6 @@ def simulate(cfg: DictConfig) -> dict:
         if "fedavg" in embs:
             report.plot_embeddings(embs["fedavg"], settings.data.vocabulary, out / "embeddings_fedavg.png", "FedAvg without alignment")
     budget_ok = all(r["epsilon"] <= r["epsilon_budget"] + 1e-9 for r in site_rows)
-    ref = methods.get("central", {}).get("eeg_to_ecg", float("nan"))
     summary = {
         "methods": methods, "rounds": rounds, "federated_wall_s": fed_wall, "total_wall_s": time.time() - t0,
         "epsilon_within_budget": budget_ok, "results_dir": str(out),
@@ -145,7 +146,6 @@ def simulate(cfg: DictConfig) -> dict:
     print(report.sites_table(site_rows, within))
     print()
     print(f"every site within its budget: {budget_ok}; federated run {fed_wall:.0f} s, total {time.time() - t0:.0f} s; results in {out}")
-    del ref
     return summary
 
 

@@ -36,6 +36,9 @@ class EncoderConfig:
     dropout: float = 0.1
     embed_dim: int = 32
     specific_dim: int = 0
+    global_bins: int = 0  # > 0: add a whole-window log-spectrum token (this many bins up to global_max_hz)
+    global_max_hz: float = 25.0
+    sfreq: float = 100.0
 
     def __post_init__(self) -> None:
         check_option("modality", self.modality, ("eeg", "ecg"))
@@ -109,6 +112,7 @@ class CrissCrossEncoder(nn.Module):
         self.pos_embed = nn.Embedding(cfg.max_patches, cfg.d_model)
         self.blocks = nn.ModuleList([CrissCrossBlock(cfg) for _ in range(cfg.n_layers)])
         self.norm = nn.LayerNorm(cfg.d_model)
+        self.global_embed = nn.Linear(cfg.global_bins, cfg.d_model) if cfg.global_bins > 0 else None
         self.head = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.specific_head = nn.Linear(cfg.d_model, cfg.specific_dim) if cfg.specific_dim > 0 else None
 
@@ -138,7 +142,24 @@ class CrissCrossEncoder(nn.Module):
         h = self.time_embed(x) + self.freq_embed(spec) + pos.unsqueeze(1)
         for block in self.blocks:
             h = block(h)
-        return self.norm(h).mean(dim=(1, 2))
+        pooled = self.norm(h).mean(dim=(1, 2))
+        if self.global_embed is not None:
+            pooled = pooled + self.global_embed(self._window_spectrum(x))
+        return pooled
+
+    def _window_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """Log power of the whole window, averaged over channels and pooled into `global_bins` bands.
+
+        1-s patches resolve 1 Hz at best; heart rate and its variability, or the sigma band, need
+        the finer resolution of the whole 30-s window.
+        """
+        b, c, p, s = x.shape
+        spec = torch.fft.rfft(x.reshape(b, c, p * s), dim=-1).abs().pow(2)
+        freqs = torch.fft.rfftfreq(p * s, d=1.0 / self.config.sfreq)
+        keep = spec[..., freqs <= self.config.global_max_hz]
+        n = keep.shape[-1] - keep.shape[-1] % self.config.global_bins
+        bands = keep[..., :n].reshape(b, c, self.config.global_bins, -1).mean(-1)
+        return torch.log1p(bands).mean(1)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Returns z (batch, embed_dim), unit norm; with `return_features`, (z, specific or None, pooled features)."""

@@ -45,3 +45,12 @@ def test_bad_sizes_are_refused():
     model = build_encoder(EncoderConfig(), seed=0)
     with pytest.raises(ConfigError, match="patches of 50 samples"):
         model(torch.randn(1, 1, 30, 50))
+
+
+def test_whole_window_spectrum_token():
+    model = build_encoder(EncoderConfig(global_bins=50, sfreq=100.0), seed=0)
+    assert ModuleValidator.validate(model, strict=False) == []
+    model.eval()
+    x = torch.randn(3, 2, 30, 100)
+    assert model(x).shape == (3, 32)
+    assert model._window_spectrum(x).shape == (3, 50)

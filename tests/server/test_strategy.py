@@ -1,0 +1,58 @@
+import numpy as np
+
+from server.strategy import ServerState, SiteResult, aggregate_round
+from shared.protocol import WEIGHT_PREFIX
+from shared.runconfig import AlignConfig, FederationConfig, RunSettings
+from shared.data.config import DataConfig, PreprocessConfig
+from shared.models.encoder import EncoderConfig
+from shared.privacy.config import PrivacyConfig
+from shared.train_config import TrainConfig
+
+
+def settings(**fed):
+    return RunSettings(FederationConfig(**fed), AlignConfig(steps=100), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
+                       EncoderConfig(embed_dim=4), TrainConfig(), PrivacyConfig())
+
+
+def result(site, modality, seed, weight_value=None):
+    rng = np.random.default_rng(seed)
+    arrays = {"prototypes": rng.standard_normal((3, 4)).astype(np.float32), "counts": np.full(3, 20.0, np.float32)}
+    if weight_value is not None:
+        arrays[WEIGHT_PREFIX + "w"] = np.full(2, weight_value, np.float32)
+    return SiteResult(site, modality, arrays, {"epsilon": 1.0, "train_loss": 1.5})
+
+
+def test_round_goes_on_without_a_failed_site():
+    results = [result("e1", "eeg", 0), result("e2", "eeg", 1), result("c1", "ecg", 2)]  # c2 failed
+    state, summary = aggregate_round(ServerState(), results, settings())
+    assert summary.n_sites == 3 and summary.sites == ["c1", "e1", "e2"]
+    assert state.round == 1 and set(state.anchors) == {"eeg", "ecg"}
+    assert np.allclose(state.anchors["eeg"], state.anchors["ecg"])  # one shared space after alignment
+    assert state.heads["ecg"].shape == (4, 4)
+
+
+def test_weights_average_only_within_a_modality():
+    results = [result("e1", "eeg", 0, 1.0), result("e2", "eeg", 1, 3.0), result("c1", "ecg", 2, 100.0)]
+    state, _ = aggregate_round(ServerState(), results, settings(share_weights=True))
+    assert np.allclose(state.weights["eeg"]["w"], 2.0)
+    assert np.allclose(state.weights["ecg"]["w"], 100.0)
+    assert state.global_for("ecg", True).weights["w"][0] == 100.0
+    assert state.global_for("ecg", False).weights is None
+
+
+def test_without_alignment_each_modality_keeps_its_own_anchors():
+    s = settings()
+    s = RunSettings(s.federation, AlignConfig(enabled=False), s.data, s.model, s.train, s.privacy)
+    state, summary = aggregate_round(ServerState(), [result("e1", "eeg", 0), result("c1", "ecg", 2)], s)
+    assert not np.allclose(state.anchors["eeg"], state.anchors["ecg"])
+    assert summary.alignment_before == summary.alignment_after
+
+
+def test_checkpoint_round_trip(tmp_path):
+    state, _ = aggregate_round(ServerState(), [result("e1", "eeg", 0, 1.0), result("c1", "ecg", 2, 2.0)], settings(share_weights=True))
+    state.save(tmp_path / "ckpt.npz")
+    back = ServerState.load(tmp_path / "ckpt.npz")
+    assert back.round == 1
+    for m in ("eeg", "ecg"):
+        assert np.array_equal(back.anchors[m], state.anchors[m]) and np.array_equal(back.heads[m], state.heads[m])
+        assert np.array_equal(back.present[m], state.present[m]) and np.array_equal(back.weights[m]["w"], state.weights[m]["w"])
