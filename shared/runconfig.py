@@ -18,6 +18,7 @@ from shared.data.config import DataConfig, PreprocessConfig, SplitConfig
 from shared.errors import ConfigError, check_option
 from shared.models.encoder import EncoderConfig
 from shared.privacy.config import PrivacyConfig
+from shared.schema import build
 from shared.train_config import TrainConfig
 
 AGGREGATORS = ("mean", "trimmed_mean", "median")
@@ -111,20 +112,13 @@ class RunSettings:
     @classmethod
     def from_nested(cls, values: Mapping[str, Any]) -> RunSettings:
         """From Hydra's composed config (plain containers): sections federation_run, alignment, data, model, training, privacy."""
-        def build(kind, section):
-            names = {f.name for f in dataclasses.fields(kind)}
-            unknown = sorted(set(section) - names)
-            if unknown:
-                raise ConfigError(f"unknown {kind.__name__} setting(s) {unknown}; allowed: {sorted(names)}")
-            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
-
         return cls(
-            federation=build(FederationConfig, values["federation_run"]),
-            align=build(AlignConfig, values["alignment"]),
+            federation=build(FederationConfig, values["federation_run"], "federation_run"),
+            align=build(AlignConfig, values["alignment"], "alignment"),
             data=DataConfig.from_mapping(values["data"]),
-            model=build(EncoderConfig, values["model"]),
-            train=build(TrainConfig, values["training"]),
-            privacy=build(PrivacyConfig, values["privacy"]),
+            model=EncoderConfig.from_mapping(values["model"]),
+            train=TrainConfig.from_mapping(values["training"]),
+            privacy=PrivacyConfig.from_mapping(values["privacy"]),
         )
 
 

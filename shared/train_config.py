@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.errors import ConfigError
+from shared.schema import build
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,4 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**values)
+        return build(cls, values, "training")

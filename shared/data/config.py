@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from shared.errors import ConfigError, check_option
+from shared.schema import build
 
 MODALITIES = ("eeg", "ecg")
 FORMATS = ("edf", "bdf", "wfdb")
@@ -73,7 +74,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PreprocessConfig:
-        return _build(cls, values, "preprocessing")
+        return build(cls, values, "preprocessing")
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class SiteConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SiteConfig:
-        return _build(cls, values, "site")
+        return build(cls, values, "site")
 
     @classmethod
     def from_site_dir(cls, site_dir: str | Path) -> SiteConfig:
@@ -135,17 +136,6 @@ class SiteConfig:
         path = Path(site_dir) / SITE_FILE
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
-
-
-def _build(cls: type, values: Mapping[str, Any], what: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown {what} setting(s) {unknown}; allowed: {sorted(names)}")
-    try:
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
-    except TypeError as err:
-        raise ConfigError(f"bad {what} settings: {err}") from err
 
 
 def fingerprint(*objs: object) -> str:
@@ -186,5 +176,5 @@ class DataConfig:
         return cls(
             vocabulary=tuple(values["vocabulary"]),
             preprocess={m: PreprocessConfig.from_mapping(v) for m, v in values["preprocess"].items()},
-            split=_build(SplitConfig, values.get("split", {}), "split"),
+            split=build(SplitConfig, values.get("split", {}), "split"),
         )

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.errors import ConfigError, check_option
+from shared.schema import build
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,7 @@ class EncoderConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> EncoderConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown model setting(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**values)
+        return build(cls, values, "model")
 
 
 class CrissCrossAttention(nn.Module):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from shared.errors import ConfigError, check_option
+from shared.schema import build
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -42,8 +42,4 @@ class PrivacyConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PrivacyConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown privacy setting(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**values)
+        return build(cls, values, "privacy")

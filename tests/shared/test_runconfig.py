@@ -29,3 +29,13 @@ def test_hydra_overrides_reach_the_typed_settings():
     s = run_settings(compose_config("simulate", ["federation_run.results_dir=/tmp/r", "privacy.epsilon=3", "federation_rounds=2",
                                                  "alignment.enabled=false"]))
     assert s.privacy.epsilon == 3 and s.federation.rounds == 2 and s.train.planned_rounds == 2 and not s.align.enabled
+
+
+def test_pyproject_flower_config_matches_the_hydra_defaults():
+    """`flwr run` reads [tool.flwr.app.config]; it must say what the Hydra defaults say."""
+    import tomllib
+    from pathlib import Path
+
+    flat = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    expected = run_settings(compose_config("simulate", ["federation_run.results_dir=results/flwr-run"]))
+    assert RunSettings.from_flat(flat) == expected
