@@ -9,6 +9,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.allowlist import allowlist_mod
 from client.evaluation import evaluate_site
 from client.node import load_node_data, resolve_node
 from client.site_round import LEDGER_FILE, train_round
@@ -25,7 +26,7 @@ def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def make_client_app(settings: RunSettings | None = None) -> ClientApp:
     """A ClientApp; `settings` given by an in-process simulation, else read from the run's `run_config`."""
-    app = ClientApp()
+    app = ClientApp(mods=[allowlist_mod])
 
     def setup(context: Context):
         s = settings or RunSettings.from_flat(context.run_config)

@@ -69,7 +69,7 @@ def query_sites(grid: Grid, node_ids: list[int], timeout_s: float) -> dict[int, 
     log.debug("queried %d node(s), %d answered", len(node_ids), len(replies))
     for reply in replies:
         if reply.has_error():
-            log.warning("node %s failed the query: %s", reply.metadata.src_node_id, reply.error)
+            log.warning("a node failed the query: %s", reply.error)
             continue
         info = reply.content["info"]
         out[reply.metadata.src_node_id] = {"site": str(info["site"]), "modality": str(info["modality"])}
@@ -88,7 +88,10 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
     runlog = RunLog()
     for rnd in range(state.round + 1, fed.rounds + 1):
         t0 = time.time()
-        node_ids = wait_for_nodes(grid, max(fed.min_sites, fed.expected_sites if rnd == state.round + 1 else 0), fed.round_timeout_s)
+        node_ids = wait_for_nodes(grid, fed.min_sites, fed.round_timeout_s)
+        if fed.expected_sites > len(node_ids):
+            first = rnd == state.round + 1
+            node_ids = wait_for_nodes(grid, fed.expected_sites, fed.round_timeout_s if first else fed.join_wait_s)
         new = [n for n in node_ids if n not in sites]
         if new:
             sites |= query_sites(grid, new, fed.round_timeout_s)
@@ -102,8 +105,10 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
         results = []
         for reply in grid.send_and_receive(msgs, timeout=fed.round_timeout_s):
             src = reply.metadata.src_node_id
-            if reply.has_error():
-                log.warning("round %d: site %s failed: %s", rnd, sites[src]["site"], reply.error)
+            if reply.has_error():  # an unreachable node's error reply comes from the SuperLink, not the node
+                log.warning("round %d: %s failed: %s", rnd, sites.get(src, {}).get("site", "a site"), reply.error)
+                continue
+            if src not in sites:
                 continue
             results.append(SiteResult(site=sites[src]["site"], modality=sites[src]["modality"],
                                       arrays={k: v.numpy() for k, v in reply.content["release"].items()},
@@ -139,9 +144,9 @@ def evaluate_sites(grid: Grid, state: ServerState, sites: dict[int, dict[str, st
             for n in targets]
     rows = []
     for reply in grid.send_and_receive(msgs, timeout=settings.federation.round_timeout_s):
-        if reply.has_error():
-            continue
         src = reply.metadata.src_node_id
+        if reply.has_error() or src not in sites:
+            continue
         rows.append({"round": rnd, "site": sites[src]["site"], "modality": sites[src]["modality"],
                      **{k: float(v) for k, v in reply.content["metrics"].items()}})
     return rows

@@ -43,7 +43,8 @@ class FederationConfig:
 
     rounds: int = 5
     min_sites: int = 2
-    expected_sites: int = 0  # wait (up to round_timeout_s) for this many sites before round 1; 0 = min_sites
+    expected_sites: int = 0  # wait for this many sites: up to round_timeout_s before round 1, join_wait_s later
+    join_wait_s: float = 0.0  # how long a later round waits for missing sites to (re)join before it starts
     round_timeout_s: float = 600.0
     share_weights: bool = False
     aggregator: str = "mean"
