@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig, OmegaConf
 
 from shared.runconfig import RunSettings
 
 
 def run_settings(cfg: DictConfig) -> RunSettings:
+    """`privacy.epsilon=inf` means no DP, so that `-m privacy.epsilon=1,3,8,inf` sweeps the whole privacy-utility curve."""
     values = OmegaConf.to_container(cfg, resolve=True)
-    if not values["privacy"].get("enabled", True):
-        values["privacy"]["epsilon"] = 1.0  # unused when disabled; keeps the schema valid for eps=inf sweeps
+    privacy = values["privacy"]
+    if math.isinf(float(privacy.get("epsilon", 8.0))):
+        privacy["enabled"] = False
+    if not privacy.get("enabled", True):
+        privacy["epsilon"] = 1.0  # unused when DP is off; keeps the schema's finite-budget check simple
     return RunSettings.from_nested(values)

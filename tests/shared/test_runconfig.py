@@ -39,3 +39,8 @@ def test_pyproject_flower_config_matches_the_hydra_defaults():
     flat = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     expected = run_settings(compose_config("simulate", ["federation_run.results_dir=results/flwr-run"]))
     assert RunSettings.from_flat(flat) == expected
+
+
+def test_infinite_epsilon_means_no_dp():
+    s = run_settings(compose_config("simulate", ["federation_run.results_dir=/tmp/r", "privacy.epsilon=inf"]))
+    assert not s.privacy.enabled
