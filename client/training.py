@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import torch

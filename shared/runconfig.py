@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from shared.data.config import DataConfig, PreprocessConfig, SplitConfig

@@ -8,7 +8,9 @@ non-private), and writes a results folder with metrics, the config used and plot
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -16,9 +18,10 @@ import warnings
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from shared.data.config import SiteConfig
 from shared.data.site import SiteData, federation_sites, load_site
 from shared.data.synthetic.federation import MANIFEST, generate_federation
 from shared.runconfig import RunSettings
@@ -44,8 +47,6 @@ def load_sites(root: Path, settings: RunSettings) -> list[SiteData]:
     split = settings.data.split
     out = []
     for folder in tqdm(federation_sites(root), desc="loading sites", unit="site"):
-        from shared.data.config import SiteConfig
-
         site = SiteConfig.from_site_dir(folder)
         out.append(load_site(folder, site, settings.data.preprocess[site.modality], settings.data.vocabulary,
                              cache_dir=settings.federation.cache_dir, split_seed=split.seed, val_frac=split.val_frac,
@@ -116,11 +117,7 @@ def simulate(cfg: DictConfig) -> dict:
         encoders, anchors = train_centralised(sites, settings, seed=settings.train.seed)
         embs["central"] = from_centralised(sites, encoders, anchors)
     methods = {name: evaluate(e, n_classes) for name, e in embs.items()}
-    import json
-
     rounds = json.loads((out / "rounds.json").read_text())
-    import csv
-
     with (out / "sites.csv").open() as fh:
         site_rows = [{k: (float(v) if k not in ("site", "modality") else v) for k, v in r.items()} for r in csv.DictReader(fh)]
     within = {name: m["within_site"] for name, m in methods.items()}
