@@ -44,7 +44,7 @@ def one_mode(dp: bool, steps: int, batch: int, channels: int) -> dict:
     anchors = torch.nn.functional.normalize(torch.randn(5, 32), dim=-1)
     model = build_encoder(EncoderConfig(**load_yaml("model/default.yaml")), seed=0)
     privacy = PrivacyConfig(**(load_yaml("privacy/default.yaml") | {"enabled": dp, "epsilon": 1e4}))
-    train_cfg = TrainConfig(**(load_yaml("training/default.yaml") | {"local_epochs": 1, "batch_size": batch, "planned_rounds": 1}))
+    train_cfg = TrainConfig.from_mapping(load_yaml("training/default.yaml") | {"local_epochs": 1, "batch_size": batch, "planned_rounds": 1})
     with tempfile.TemporaryDirectory() as tmp:
         ledger = PrivacyLedger(Path(tmp) / "l.json", privacy)
         t = time.perf_counter()
@@ -61,7 +61,7 @@ def default_run_epsilon(site_windows: int) -> tuple[float, float, int]:
 
     privacy = PrivacyConfig(**load_yaml("privacy/default.yaml"))
     train = load_yaml("training/default.yaml")
-    rounds = load_yaml("federation_run.yaml")["federation_rounds"] if (ROOT / "configs/federation_run.yaml").exists() else 5
+    rounds = int(load_yaml("simulate.yaml")["federation_rounds"])
     q = train["batch_size"] / site_windows
     steps = math.ceil(1 / q) * train["local_epochs"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +76,7 @@ def default_run_epsilon(site_windows: int) -> tuple[float, float, int]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
     p.add_argument("--channels", type=int, default=2)
     p.add_argument("--site-windows", type=int, default=400)
     p.add_argument("--mode", choices=["dp", "plain"], help=argparse.SUPPRESS)
