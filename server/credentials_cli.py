@@ -14,6 +14,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from server.credentials import make_credentials
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--out", type=Path, required=True)
     reg.add_argument("--connection", required=True, help="connection name in $FLWR_HOME/config.toml")
     reg.add_argument("--site", action="append", default=[], help="only these sites (default: all)")
+    reg.add_argument("--wait", type=float, default=60.0, help="seconds to keep retrying while the SuperLink starts")
     con = sub.add_parser("connection", help="write a TLS connection to the SuperLink into $FLWR_HOME/config.toml")
     con.add_argument("--out", type=Path, required=True)
     con.add_argument("--name", required=True)
@@ -65,8 +67,13 @@ def main(argv: list[str] | None = None) -> int:
                 key = args.out / "sites" / site / "auth_key.pub"
                 if not key.is_file():
                     raise ConfigError(f"{key} does not exist; run `fedxalign-credentials make --site {site}` first")
-                res = subprocess.run(["flwr", "supernode", "register", str(key), args.connection, "--name", site],
-                                     capture_output=True, text=True)
+                deadline = time.time() + args.wait
+                while True:
+                    res = subprocess.run(["flwr", "supernode", "register", str(key), args.connection, "--name", site],
+                                         capture_output=True, text=True)
+                    if res.returncode == 0 or time.time() > deadline:
+                        break
+                    time.sleep(2.0)  # the SuperLink may still be starting
                 if res.returncode != 0:
                     print(f"error: registering {site} failed: {res.stdout.strip()} {res.stderr.strip()}", file=sys.stderr)
                     return 1

@@ -71,15 +71,24 @@ class SiteData:
 
     def dataset(self, split: str | None = None) -> WindowDataset:
         mask = np.ones(len(self.y), bool) if split is None else self.split == split
-        return WindowDataset(self.x[mask], self.y[mask], self.preprocess.n_patches, self.preprocess.patch_samples)
+        return WindowDataset(self.x[mask], self.y[mask], self.preprocess.n_patches, self.preprocess.patch_samples,
+                             site=self.site.name, record=self.record[mask], subject=self.subject[mask], onsets=self.onsets[mask])
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """(window, label) pairs; a window is (channels, patches, patch samples), as the encoders take it."""
+    """(window, label) pairs; a window is (channels, patches, patch samples), as the encoders take it.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, n_patches: int, patch_samples: int) -> None:
+    Per-window metadata (`site`, `record`, `subject`, `onsets`) stays on the dataset, at the site.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, n_patches: int, patch_samples: int, site: str = "",
+                 record: np.ndarray | None = None, subject: np.ndarray | None = None, onsets: np.ndarray | None = None) -> None:
         self.x = torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), x.shape[1], n_patches, patch_samples)
         self.y = torch.from_numpy(y.astype(np.int64))
+        self.site = site
+        self.record = record if record is not None else np.full(len(y), "", dtype=object)
+        self.subject = subject if subject is not None else np.full(len(y), "", dtype=object)
+        self.onsets = onsets if onsets is not None else np.zeros(len(y))
 
     def __len__(self) -> int:
         return len(self.y)

@@ -52,6 +52,7 @@ def test_every_generated_site_round_trips(tiny_federation, data_cfg):
         ds = data.dataset("train")
         x, y = ds[0]
         assert tuple(x.shape) == (n_ch, 30, 100) and 0 <= int(y) < 5
+        assert ds.site == name and len(ds.subject) == len(ds) and set(ds.subject) <= set(data.subject[data.split == "train"])
 
 
 def test_subject_split_has_no_overlap(tmp_path, data_cfg):
