@@ -47,7 +47,7 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
         config = msg.content["config"]
         reply = train_round(
             data, node.state_dir, s.model_for(node.site.modality), s.train, node.privacy,
-            unpack_global(_arrays(msg.content["global"])), share_weights=bool(config["share-weights"]),
+            unpack_global(_arrays(msg.content["global"])), share_weights=bool(config["share-weights"]) and node.allow_weights,
             report_train_loss=s.federation.report_train_loss, round_seed=int(config["round"]),
             anchor_key=node.site.modality,
         )  # train_round has already checked the reply against the allow-list

@@ -3,7 +3,8 @@
 Deployment (a hospital's SuperNode) passes `data-dir` and `state-dir` (and may pass
 `site-config`, a YAML path, and its own `privacy-epsilon` / `privacy-delta`, which win over the
 run's: the site enforces its own budget). The simulation engine passes only `partition-id`,
-which indexes the sorted site folders of the run's federation directory.
+which indexes the sorted site folders of the run's federation directory. `share-weights=false`
+lets a site refuse to send encoder weights even when the run shares them (it sends prototypes only).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from shared.errors import ConfigError
 from shared.privacy.config import PrivacyConfig
 from shared.runconfig import RunSettings
 
-NODE_KEYS = ("data-dir", "state-dir", "site-config", "privacy-epsilon", "privacy-delta", "partition-id", "num-partitions")
+NODE_KEYS = ("data-dir", "state-dir", "site-config", "privacy-epsilon", "privacy-delta", "share-weights",
+             "partition-id", "num-partitions")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class NodeSite:
     site: SiteConfig
     state_dir: Path
     privacy: PrivacyConfig
+    allow_weights: bool = True  # the site's own say: false keeps its encoder weights home whatever the server asks
 
 
 def _state_name(name: str) -> str:
@@ -63,7 +66,9 @@ def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeS
         state_dir = Path(settings.federation.results_dir) / "state" / _state_name(site.name)
     else:
         raise ConfigError("node_config names no site: give 'data-dir' and 'state-dir' (deployment) or run in simulation")
-    return NodeSite(site_dir=site_dir, site=site, state_dir=state_dir, privacy=privacy)
+    allow = node_config.get("share-weights", True)
+    allow = allow if isinstance(allow, bool) else str(allow).lower() in ("1", "true", "yes")
+    return NodeSite(site_dir=site_dir, site=site, state_dir=state_dir, privacy=privacy, allow_weights=allow)
 
 
 def load_node_data(node: NodeSite, settings: RunSettings) -> SiteData:

@@ -15,6 +15,9 @@ def settings(tiny_federation, tmp_path):
 def test_deployment_node_config(settings, tiny_federation, tmp_path):
     node = resolve_node({"data-dir": str(tiny_federation / "ecg_a"), "state-dir": str(tmp_path / "st"), "privacy-epsilon": 3.0}, settings)
     assert node.site.name == "ecg_a" and node.privacy.epsilon == 3.0 and node.state_dir == tmp_path / "st"
+    assert node.allow_weights
+    refuse = resolve_node({"data-dir": str(tiny_federation / "ecg_a"), "state-dir": str(tmp_path / "st"), "share-weights": False}, settings)
+    assert not refuse.allow_weights
 
 
 def test_simulation_partition(settings, tmp_path):
