@@ -8,6 +8,7 @@ per-round and per-site metrics are (re)written to the results folder as they com
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,18 @@ class RunLog:
     rounds: list[dict] = field(default_factory=list)
     sites: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, out: Path) -> RunLog:
+        """What an interrupted run already wrote, so resuming appends instead of overwriting."""
+        log_ = cls()
+        if (out / "rounds.json").is_file():
+            log_.rounds = json.loads((out / "rounds.json").read_text())
+        for name, attr in (("sites.csv", "sites"), ("evaluation.csv", "evals")):
+            if (out / name).is_file():
+                with (out / name).open(newline="") as fh:
+                    setattr(log_, attr, list(csv.DictReader(fh)))
+        return log_
 
     def write(self, out: Path) -> None:
         write_json(out / "rounds.json", self.rounds)
@@ -85,7 +98,7 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
     if state.round:
         log.info("resuming from %s at round %d", ckpt, state.round)
     sites: dict[int, dict[str, str]] = {}
-    runlog = RunLog()
+    runlog = RunLog.load(out) if state.round else RunLog()
     for rnd in range(state.round + 1, fed.rounds + 1):
         t0 = time.time()
         node_ids = wait_for_nodes(grid, fed.min_sites, fed.round_timeout_s)

@@ -56,3 +56,16 @@ def test_checkpoint_round_trip(tmp_path):
     for m in ("eeg", "ecg"):
         assert np.array_equal(back.anchors[m], state.anchors[m]) and np.array_equal(back.heads[m], state.heads[m])
         assert np.array_equal(back.present[m], state.present[m]) and np.array_equal(back.weights[m]["w"], state.weights[m]["w"])
+
+
+def test_resumed_run_appends_to_its_logs(tmp_path):
+    from server.federation_loop import RunLog
+
+    first = RunLog(rounds=[{"round": 1}], sites=[{"round": 1, "site": "a", "epsilon": 1.0}], evals=[])
+    first.write(tmp_path)
+    again = RunLog.load(tmp_path)
+    again.rounds.append({"round": 2})
+    again.sites.append({"round": 2, "site": "a", "epsilon": 2.0})
+    again.write(tmp_path)
+    back = RunLog.load(tmp_path)
+    assert [r["round"] for r in back.rounds] == [1, 2] and [r["epsilon"] for r in back.sites] == ["1.0", "2.0"]
