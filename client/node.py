@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import yaml
 
 from shared.data.config import SiteConfig
-from shared.data.site import SiteData, federation_sites, load_site
+from shared.data.site import SiteData, federation_sites, load_federation_site
 from shared.errors import ConfigError
 from shared.privacy.config import PrivacyConfig
 from shared.runconfig import RunSettings
@@ -36,8 +36,9 @@ class NodeSite:
     allow_weights: bool = True  # the site's own say: false keeps its encoder weights home whatever the server asks
 
 
-def _state_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+def state_dir(root: str | Path, site_name: str) -> Path:
+    """The folder under `root` where a site keeps its ledger and encoder (a paired site's `psg/eeg` -> `psg_eeg`)."""
+    return Path(root) / re.sub(r"[^A-Za-z0-9_.-]", "_", site_name)
 
 
 def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeSite:
@@ -49,7 +50,7 @@ def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeS
         site_dir = Path(str(node_config["data-dir"]))
         if "state-dir" not in node_config:
             raise ConfigError("node_config needs 'state-dir' (where the site keeps its ledger and encoder) beside 'data-dir'")
-        state_dir = Path(str(node_config["state-dir"]))
+        folder = Path(str(node_config["state-dir"]))
         if "site-config" in node_config:
             site = SiteConfig.from_mapping(yaml.safe_load(Path(str(node_config["site-config"])).read_text()))
         else:
@@ -63,16 +64,13 @@ def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeS
             raise ConfigError(f"partition-id {pid} but {settings.federation.federation_dir} holds {len(sites)} site(s)")
         site_dir = sites[pid]
         site = SiteConfig.from_site_dir(site_dir)
-        state_dir = Path(settings.federation.results_dir) / "state" / _state_name(site.name)
+        folder = state_dir(Path(settings.federation.results_dir) / "state", site.name)
     else:
         raise ConfigError("node_config names no site: give 'data-dir' and 'state-dir' (deployment) or run in simulation")
     allow = node_config.get("share-weights", True)
     allow = allow if isinstance(allow, bool) else str(allow).lower() in ("1", "true", "yes")
-    return NodeSite(site_dir=site_dir, site=site, state_dir=state_dir, privacy=privacy, allow_weights=allow)
+    return NodeSite(site_dir=site_dir, site=site, state_dir=folder, privacy=privacy, allow_weights=allow)
 
 
 def load_node_data(node: NodeSite, settings: RunSettings) -> SiteData:
-    split = settings.data.split
-    return load_site(node.site_dir, node.site, settings.data.preprocess[node.site.modality], settings.data.vocabulary,
-                     cache_dir=settings.federation.cache_dir, split_seed=split.seed, val_frac=split.val_frac,
-                     test_frac=split.test_frac, progress=False)
+    return load_federation_site(node.site_dir, node.site, settings.data, settings.federation.cache_dir)

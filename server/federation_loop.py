@@ -19,7 +19,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_json
+from server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_csv, write_json
 from shared.errors import FedXAlignError
 from shared.protocol import pack_global
 from shared.runconfig import RunSettings
@@ -53,13 +53,8 @@ class RunLog:
 
     def write(self, out: Path) -> None:
         write_json(out / "rounds.json", self.rounds)
-        for name, rows in (("sites.csv", self.sites), ("evaluation.csv", self.evals)):
-            if rows:
-                keys = sorted({k for r in rows for k in r})
-                with (out / name).open("w", newline="") as fh:
-                    w = csv.DictWriter(fh, fieldnames=keys)
-                    w.writeheader()
-                    w.writerows(rows)
+        write_csv(out / "sites.csv", self.sites)
+        write_csv(out / "evaluation.csv", self.evals)
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:

@@ -5,6 +5,7 @@ Used unchanged by the Flower ServerApp and by in-process drivers (baselines, ben
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -144,6 +145,17 @@ def site_rows(round_no: int, results: list[SiteResult]) -> list[dict]:
     """Per-site metrics of one round for the results files (privacy status and bytes sent)."""
     return [{"round": round_no, "site": r.site, "modality": r.modality, **{k: float(v) for k, v in r.metrics.items()},
              "bytes_sent": r.bytes_sent, "prototype_bytes": r.prototype_bytes} for r in results]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows with possibly different keys as one CSV (columns: the sorted union); nothing for no rows."""
+    if not rows:
+        return
+    keys = sorted({k for r in rows for k in r})
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def write_json(path: Path, obj: object) -> None:

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from shared.data.config import DataConfig, SiteConfig
 from shared.data.features import FEATURES
-from shared.data.site import SiteData, federation_sites, load_site
+from shared.data.site import SiteData, federation_sites, load_federation_site
 from simulations.paths import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ def run_baselines(root: Path, data_cfg: DataConfig, cache_dir: Path | None) -> l
     results = []
     for folder in federation_sites(root):
         site = SiteConfig.from_site_dir(folder)
-        data = load_site(folder, site, data_cfg.preprocess[site.modality], data_cfg.vocabulary, cache_dir=cache_dir,
-                         split_seed=data_cfg.split.seed, val_frac=data_cfg.split.val_frac, test_frac=data_cfg.split.test_frac)
+        data = load_federation_site(folder, site, data_cfg, cache_dir, progress=True)
         results.append(feature_baseline(data))
     return results
 

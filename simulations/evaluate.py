@@ -15,6 +15,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
+from client.node import state_dir
 from client.site_round import load_encoder, local_anchors
 from client.training import embed
 from server.alignment import alignment_score
@@ -34,10 +35,6 @@ class SiteEmbeddings:
     present: np.ndarray
 
 
-def state_dir_of(root: Path, site: str) -> Path:
-    return root / site.replace("/", "_")
-
-
 def from_states(sites: list[SiteData], settings: RunSettings, state_root: Path, server: ServerState | None,
                 anchor_key: str = "modality") -> list[SiteEmbeddings]:
     """Embeddings from each site's saved encoder, projected by the server's head for its modality when there is one."""
@@ -45,7 +42,7 @@ def from_states(sites: list[SiteData], settings: RunSettings, state_root: Path, 
     n_classes = len(sites[0].vocabulary)
     for d in sites:
         m = d.site.modality
-        model = load_encoder(state_dir_of(state_root, d.site.name), settings.model_for(m), d.site.name, None)
+        model = load_encoder(state_dir(state_root, d.site.name), settings.model_for(m), d.site.name, None)
         head = torch.from_numpy(server.heads[m]) if server is not None and m in server.heads else None
         if server is not None and m in server.anchors:
             anchors, present = server.anchors[m], server.present[m]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from client.node import state_dir
 from client.site_round import train_round
 from server.strategy import ServerState, SiteResult, aggregate_round
 from shared.data.site import SiteData
@@ -28,7 +29,7 @@ def run_local_only(sites: list[SiteData], settings: RunSettings, state_root: Pat
     with tqdm(total=total, desc="baseline local-only", unit="site-round") as bar:
         for data in sites:
             for rnd in range(1, settings.federation.rounds + 1):
-                train_round(data, state_root / data.site.name.replace("/", "_"), settings.model_for(data.site.modality),
+                train_round(data, state_dir(state_root, data.site.name), settings.model_for(data.site.modality),
                             settings.train, settings.privacy, GlobalState(), round_seed=rnd)
                 bar.update(1)
 
@@ -41,7 +42,7 @@ def run_federated(sites: list[SiteData], settings: RunSettings, state_root: Path
             results = []
             for data in sites:
                 m = data.site.modality
-                reply = train_round(data, state_root / data.site.name.replace("/", "_"), settings.model_for(m), settings.train,
+                reply = train_round(data, state_dir(state_root, data.site.name), settings.model_for(m), settings.train,
                                     settings.privacy, state.global_for(m, fed.share_weights), share_weights=fed.share_weights,
                                     round_seed=rnd, anchor_key=m)
                 results.append(SiteResult(data.site.name, m, reply.arrays, reply.metrics))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -42,16 +41,6 @@ def sites_table(site_rows: list[dict], within: dict[str, dict[str, float]]) -> s
         accs = " ".join(f"{within[m].get(site, float('nan')):9.3f}" for m in within)
         rows.append(f"{site:16s} {r['modality']:4s} {r['epsilon']:8.3f} {r['epsilon_budget']:7.3g} {total_bytes[site] / rounds:12.0f} {accs}")
     return "\n".join(rows)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = sorted({k for r in rows for k in r})
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def plot_rounds(rounds: list[dict], path: Path) -> None:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from shared.data.config import SiteConfig
-from shared.data.site import SiteData, federation_sites, load_site
+from shared.data.site import SiteData, federation_sites, load_federation_site
 from shared.data.synthetic.federation import MANIFEST, generate_federation
 from shared.runconfig import RunSettings
 from simulations.generate import federation_spec
@@ -44,14 +44,8 @@ def quiet_libraries() -> None:
 
 
 def load_sites(root: Path, settings: RunSettings) -> list[SiteData]:
-    split = settings.data.split
-    out = []
-    for folder in tqdm(federation_sites(root), desc="loading sites", unit="site"):
-        site = SiteConfig.from_site_dir(folder)
-        out.append(load_site(folder, site, settings.data.preprocess[site.modality], settings.data.vocabulary,
-                             cache_dir=settings.federation.cache_dir, split_seed=split.seed, val_frac=split.val_frac,
-                             test_frac=split.test_frac, progress=False))
-    return out
+    return [load_federation_site(folder, SiteConfig.from_site_dir(folder), settings.data, settings.federation.cache_dir)
+            for folder in tqdm(federation_sites(root), desc="loading sites", unit="site")]
 
 
 def progress_printer(rounds: int):
@@ -82,7 +76,7 @@ def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> N
 
 
 def simulate(cfg: DictConfig) -> dict:
-    from server.strategy import ServerState
+    from server.strategy import ServerState, write_csv
     from simulations import report
     from simulations.centralised import train_centralised
     from simulations.evaluate import evaluate, from_centralised, from_states
@@ -121,7 +115,7 @@ def simulate(cfg: DictConfig) -> dict:
     with (out / "sites.csv").open() as fh:
         site_rows = [{k: (float(v) if k not in ("site", "modality") else v) for k, v in r.items()} for r in csv.DictReader(fh)]
     within = {name: m["within_site"] for name, m in methods.items()}
-    report.write_csv(out / "methods.csv", [{"method": k, **{kk: vv for kk, vv in v.items() if kk != "within_site"}} for k, v in methods.items()])
+    write_csv(out / "methods.csv", [{"method": k, **{kk: vv for kk, vv in v.items() if kk != "within_site"}} for k, v in methods.items()])
     if cfg.plots:
         report.plot_rounds(rounds, out / "rounds.png")
         report.plot_embeddings(embs["fedxalign"], settings.data.vocabulary, out / "embeddings_fedxalign.png", "FedXAlign: EEG and ECG test embeddings")

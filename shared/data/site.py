@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shared.data import cache
-from shared.data.config import PreprocessConfig, SiteConfig, fingerprint
+from shared.data.config import DataConfig, PreprocessConfig, SiteConfig, fingerprint
 from shared.data.preprocess import preprocess_record
 from shared.data.readers import get_reader
 from shared.data.split import split_subjects
@@ -95,6 +95,13 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[i], self.y[i]
+
+
+def load_federation_site(site_dir: str | Path, site: SiteConfig, data: DataConfig, cache_dir: str | Path | None = None,
+                         progress: bool = False) -> SiteData:
+    """`load_site` with the federation's vocabulary, preprocessing for the site's modality and subject split."""
+    return load_site(site_dir, site, data.preprocess[site.modality], data.vocabulary, cache_dir=cache_dir,
+                     split_seed=data.split.seed, val_frac=data.split.val_frac, test_frac=data.split.test_frac, progress=progress)
 
 
 def federation_sites(root: str | Path) -> list[Path]:

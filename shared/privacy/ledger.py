@@ -118,17 +118,15 @@ class PrivacyLedger:
                 f"{kind} refused: it would take epsilon from {self.epsilon():.3f} to {self.epsilon([entry]):.3f}, "
                 f"over this site's budget of {self.cfg.epsilon:g} (delta {self.cfg.delta:g})"
             )
-        self.entries = _merge([*self.entries, entry])
-        self.counts[kind] = self.counts.get(kind, 0) + int(steps)
-        self.save()
+        self.record(kind, sigma, sample_rate, steps, with_epsilon=True)
 
-    def record(self, kind: str, sigma: float, sample_rate: float, steps: int = 1) -> None:
+    def record(self, kind: str, sigma: float, sample_rate: float, steps: int = 1, with_epsilon: bool = False) -> None:
         """Record without the budget check, for steps already cleared by `affordable_steps`; saved at once."""
         if not self.cfg.enabled:
             return
         self.entries = _merge([*self.entries, (float(sigma), float(sample_rate), int(steps))])
         self.counts[kind] = self.counts.get(kind, 0) + int(steps)
-        self.save(with_epsilon=False)
+        self.save(with_epsilon=with_epsilon)
 
     def affordable_steps(self, sigma: float, sample_rate: float, reserve: Iterable[Entry] = (), limit: int = 10**6) -> int:
         """Largest k such that k more steps of (sigma, q) plus `reserve` still fit the budget."""
