@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import neurokit2 as nk
 
-from shared.data.synthetic.eeg import _band_noise
+from shared.data.synthetic.eeg import band_noise
 from shared.data.synthetic.states import Subject
 
 logging.getLogger("neurokit2").setLevel(logging.ERROR)
@@ -47,7 +47,7 @@ def rr_series(latent: np.ndarray, subject: Subject, epoch_s: float, total_s: flo
     rsa = subject.hrv_scale * (0.02 + 0.05 * np.clip(depth, 0, None))
     lf = subject.hrv_scale * (0.01 + 0.03 * np.clip(arousal, 0, None) + 0.05 * np.clip(rem, 0, None))
     grid_fs = 4.0
-    lf_proc = _band_noise(int(total_s * grid_fs) + 8, grid_fs, 0.04, 0.15, rng)
+    lf_proc = band_noise(int(total_s * grid_fs) + 8, grid_fs, 0.04, 0.15, rng)
     times, t = [], float(rng.uniform(0, 0.5))
     while t < total_s:
         e = min(int(t // epoch_s), len(latent) - 1)
@@ -99,8 +99,8 @@ def simulate_ecg(
     for k, name in enumerate(lead_names):
         gain = LEAD_GAIN.get(name.upper(), float(rng.uniform(0.4, 1.1)))
         x = gain * base * (1 + 0.08 * resp)  # respiration modulates QRS amplitude
-        x += wander_mv * (0.6 * resp + _band_noise(n, fs, 0.05, 0.5, rng))
-        x += noise_mv * rng.standard_normal(n) + 0.02 * emg_env * _band_noise(n, fs, 20.0, min(45.0, fs / 2 - 1), rng)
+        x += wander_mv * (0.6 * resp + band_noise(n, fs, 0.05, 0.5, rng))
+        x += noise_mv * rng.standard_normal(n) + 0.02 * emg_env * band_noise(n, fs, 20.0, min(45.0, fs / 2 - 1), rng)
         if line_hz is not None and line_hz < fs / 2:
             x += line_mv * np.sin(2 * np.pi * line_hz * t + rng.uniform(0, 2 * np.pi))
         out[k] = x

@@ -13,7 +13,7 @@ from neurodsp.sim import sim_bursty_oscillation, sim_powerlaw
 from shared.data.synthetic.states import Subject, epoch_envelope
 
 
-def _band_noise(n: int, fs: float, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
+def band_noise(n: int, fs: float, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-variance Gaussian noise restricted to [lo, hi] Hz (FFT mask)."""
     spec = np.fft.rfft(rng.standard_normal(n))
     freqs = np.fft.rfftfreq(n, 1.0 / fs)
@@ -61,7 +61,7 @@ def simulate_eeg(
         "slope": epoch_envelope(np.clip(depth, 0, 1), ep, ramp),
     }
     out = np.empty((len(ch_names), n))
-    shared_eyes = _band_noise(n, fs, 0.3, 1.5, rng)  # eye movements reach all channels, mostly frontal
+    shared_eyes = band_noise(n, fs, 0.3, 1.5, rng)  # eye movements reach all channels, mostly frontal
     for c, name in enumerate(ch_names):
         w = _region_weights(name)
         steep = sim_powerlaw(secs, fs, exponent=-2.2)[:n]
@@ -73,11 +73,11 @@ def simulate_eeg(
                                          burst_params={"enter_burst": 0.04, "leave_burst": 0.12})[:n]
         x = (
             background
-            + amp["delta"] * w["front"] * _band_noise(n, fs, 0.5, 2.0, rng)
-            + amp["theta"] * w["central"] * _band_noise(n, fs, 4.0, 7.5, rng)
+            + amp["delta"] * w["front"] * band_noise(n, fs, 0.5, 2.0, rng)
+            + amp["theta"] * w["central"] * band_noise(n, fs, 4.0, 7.5, rng)
             + amp["alpha"] * w["occ"] * alpha / (alpha.std() + 1e-12)
             + amp["spindle"] * w["central"] * spindle / (spindle.std() + 1e-12)
-            + amp["beta"] * _band_noise(n, fs, 16.0, 25.0, rng)
+            + amp["beta"] * band_noise(n, fs, 16.0, 25.0, rng)
             + amp["eyes"] * w["front"] * shared_eyes
         )
         out[c] = subject.eeg_gain * x
@@ -98,6 +98,6 @@ def _add_artefacts(x: np.ndarray, fs: float, per_hour: float, rng: np.random.Gen
         length = int(rng.uniform(0.5, 3.0) * fs)
         seg = slice(start, min(n, start + length))
         if rng.random() < 0.5:
-            x[c, seg] += 30.0 * _band_noise(seg.stop - seg.start, fs, 20.0, min(60.0, fs / 2 - 1), rng)
+            x[c, seg] += 30.0 * band_noise(seg.stop - seg.start, fs, 20.0, min(60.0, fs / 2 - 1), rng)
         else:
             x[c, seg] += rng.choice([-1, 1]) * 150.0 * np.exp(-np.arange(seg.stop - seg.start) / (0.3 * fs))
