@@ -1,62 +1,59 @@
-"""A Flower mod on the site's ClientApp: every outgoing reply is checked against the documented message.
+"""The last gate on the site's ClientApp: every outgoing reply passes `shared.protocol.reply_problems`, and every error leaves as a fixed code.
 
-The handlers already build only the documented content and `check_reply` verifies shapes against
-the site's sample counts; this mod is the last gate, independent of the handlers and of what the
-server asked for: a reply whose records, arrays or metrics are not in the allow-list is replaced
-by an error reply, so a changed server cannot pull anything else out of a site.
+The handlers already build only the documented message; this mod is independent of them and
+of what the server asked for. A reply that breaks the protocol is replaced by an error reply;
+an exception in a handler (a policy refusal, a bad request, a bug) becomes an error reply with
+a fixed reason. No exception text, offending value or file content leaves the site: the
+details go to the site's own log.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
+from flwr.app import Context, Error, Message
 
-from shared.protocol import EVAL_METRICS, TRAIN_ARRAYS, TRAIN_METRICS, WEIGHT_PREFIX
+from shared.privacy.policy import PolicyRefusal
+from shared.protocol import BadRequest, ReplySpec, message_records, reply_problems
 
 log = logging.getLogger(__name__)
 
-QUERY_FIELDS = frozenset({"site", "modality"})
-REFUSED_CODE = 403
+WITHHELD = 403  # the reply broke the protocol and was not sent
+REFUSED_BY_POLICY = 451  # the request would weaken the site's policy; reason names the policy key
+BAD_REQUEST = 400  # the coordinator's broadcast is unusable (wrong shapes, non-finite values)
+SITE_ERROR = 500  # anything else; the site's log has the details
+
+SpecFor = Callable[[Context], ReplySpec]
 
 
-def violations(msg_type: str, reply: Message) -> list[str]:
-    """What in `reply` is not allowed for a reply to `msg_type` (empty list: it may go)."""
-    kind = msg_type  # the app registers only the plain query/train/evaluate handlers
-    content = reply.content
-    allowed = {"query": {"info": ConfigRecord}, "train": {"release": ArrayRecord, "metrics": MetricRecord},
-               "evaluate": {"metrics": MetricRecord}}.get(kind)
-    if allowed is None:
-        return [f"no reply is allowed to a {msg_type!r} message"]
-    problems = [f"record {name!r} ({type(rec).__name__})" for name, rec in content.items()
-                if name not in allowed or not isinstance(rec, allowed[name])]
-    if kind == "query" and "info" in content:
-        info = content["info"]
-        problems += [f"query field {k!r}" for k in info if k not in QUERY_FIELDS]
-        problems += [f"query field {k!r} is not a short string" for k, v in info.items() if not isinstance(v, str) or len(v) > 200]
-    if kind == "train" and "release" in content:
-        for name, arr in content["release"].items():
-            if name not in TRAIN_ARRAYS and not name.startswith(WEIGHT_PREFIX):
-                problems.append(f"array {name!r}")
-            elif name == "prototypes" and len(arr.shape) != 2 or name == "counts" and len(arr.shape) != 1:
-                problems.append(f"array {name!r} of shape {arr.shape}")
-    metrics = TRAIN_METRICS if kind == "train" else EVAL_METRICS
-    if "metrics" in content:
-        for k, v in content["metrics"].items():
-            if k not in metrics:
-                problems.append(f"metric {k!r}")
-            elif isinstance(v, list) or not np.isscalar(v):
-                problems.append(f"metric {k!r} is not a scalar")
-    return problems
+def _error(msg: Message, code: int, reason: str) -> Message:
+    return Message(Error(code=code, reason=reason), reply_to=msg)
 
 
-def allowlist_mod(msg: Message, context: Context, call_next) -> Message:
-    reply = call_next(msg, context)
-    if reply.has_error():
+def make_allowlist_mod(spec_for: SpecFor):
+    """The mod, with `spec_for(context)` giving the sizes and budget a train/evaluate reply must respect."""
+
+    def allowlist_mod(msg: Message, context: Context, call_next) -> Message:
+        kind = msg.metadata.message_type
+        try:
+            reply = call_next(msg, context)
+            if reply.has_error():
+                log.error("reply to %s was an error (%s); sending a fixed code only", kind, reply.error.reason)
+                return _error(msg, SITE_ERROR, "site error; details are in the site's log")
+            problems = reply_problems(kind, message_records(reply.content), None if kind == "query" else spec_for(context))
+        except PolicyRefusal as err:
+            log.warning("%s refused: %s", kind, err)
+            return _error(msg, REFUSED_BY_POLICY, f"refused by site policy: {err.key}")
+        except BadRequest as err:
+            log.warning("%s refused: %s", kind, err)
+            return _error(msg, BAD_REQUEST, "refused: the request is not a usable global state")
+        except Exception:  # noqa: BLE001 - nothing of an exception may leave the site
+            log.exception("%s failed at the site", kind)
+            return _error(msg, SITE_ERROR, "site error; details are in the site's log")
+        if problems:
+            log.error("reply to %s withheld: not in the protocol: %s", kind, problems)
+            return _error(msg, WITHHELD, "withheld by the site's allow-list")
         return reply
-    problems = violations(msg.metadata.message_type, reply)
-    if problems:
-        log.error("reply to %s withheld: not in the allow-list: %s", msg.metadata.message_type, problems)
-        return Message(Error(code=REFUSED_CODE, reason=f"withheld by the site's allow-list: {problems}"), reply_to=msg)
-    return reply
+
+    return allowlist_mod

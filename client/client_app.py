@@ -1,4 +1,4 @@
-"""Flower ClientApp of a site: thin handlers over `client.site_round` and `client.evaluation`."""
+"""Flower ClientApp of a site: thin handlers over `client.site_round` and `client.evaluation`, behind the allow-list mod."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.allowlist import allowlist_mod
+from client.allowlist import make_allowlist_mod
 from client.evaluation import evaluate_site
-from client.node import load_node_data, resolve_node
-from client.site_round import LEDGER_FILE, train_round
-from shared.privacy.ledger import PrivacyLedger
-from shared.protocol import check_reply, unpack_global
+from client.node import NodeSite, load_node_data, resolve_node
+from client.site_round import train_round
+from shared.models.encoder import weight_shapes
+from shared.privacy.policy import RoundRequest, SitePolicy, enforce
+from shared.protocol import ReplySpec, unpack_global
 from shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
@@ -24,15 +25,24 @@ def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
-def make_client_app(settings: RunSettings | None = None) -> ClientApp:
-    """A ClientApp; `settings` given by an in-process simulation, else read from the run's `run_config`."""
-    app = ClientApp(mods=[allowlist_mod])
+def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy | None = None) -> ClientApp:
+    """A ClientApp; `settings` (and the simulated sites' `sim_policy`) given by an in-process simulation, else read from the run."""
 
-    def setup(context: Context):
+    def setup(context: Context) -> tuple[RunSettings, NodeSite]:
         s = settings or RunSettings.from_flat(context.run_config)
         if s.federation.client_threads > 0:
             torch.set_num_threads(s.federation.client_threads)
-        return s, resolve_node(context.node_config, s)
+        return s, resolve_node(context.node_config, s, sim_policy)
+
+    def spec_for(context: Context) -> ReplySpec:
+        s, node = setup(context)
+        model_cfg = s.model_for(node.site.modality)
+        share = s.federation.share_weights
+        return ReplySpec(n_classes=len(s.data.vocabulary), embed_dim=model_cfg.embed_dim,
+                         weight_shapes=weight_shapes(model_cfg) if share else None,
+                         epsilon_budget=min(s.privacy.epsilon, node.policy.epsilon) if s.privacy.enabled else None)
+
+    app = ClientApp(mods=[make_allowlist_mod(spec_for)])
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
@@ -43,14 +53,16 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         s, node = setup(context)
-        data = load_node_data(node, s)
         config = msg.content["config"]
-        reply = train_round(
-            data, node.state_dir, s.model_for(node.site.modality), s.train, node.privacy,
-            unpack_global(_arrays(msg.content["global"])), share_weights=bool(config["share-weights"]) and node.allow_weights,
-            report_train_loss=s.federation.report_train_loss, round_seed=int(config["round"]),
-            anchor_key=node.site.modality,
-        )  # train_round has already checked the reply against the allow-list
+        share = s.federation.share_weights  # the run config, as the allow-list spec reads it
+        request = RoundRequest(privacy=s.privacy, share_weights=share, report_train_loss=s.federation.report_train_loss,
+                               round=int(config["round"]))
+        privacy = enforce(node.policy, request)  # PolicyRefusal before any data is read or budget spent
+        model_cfg = s.model_for(node.site.modality)
+        glob = unpack_global(_arrays(msg.content["global"]), len(s.data.vocabulary), model_cfg.embed_dim,
+                             weight_shapes(model_cfg) if share else None)
+        reply = train_round(load_node_data(node, s), node.state_dir, model_cfg, s.train, privacy, glob, share_weights=share,
+                            report_train_loss=request.report_train_loss, round_no=request.round, anchor_key=node.site.modality)
         content = RecordDict({"release": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in reply.arrays.items()}),
                               "metrics": MetricRecord({k: float(v) for k, v in reply.metrics.items()})})
         return Message(content, reply_to=msg)
@@ -58,12 +70,10 @@ def make_client_app(settings: RunSettings | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         s, node = setup(context)
-        data = load_node_data(node, s)
-        metrics = evaluate_site(data, node.state_dir, s.model_for(node.site.modality), unpack_global(_arrays(msg.content["global"])),
-                                anchor_key=node.site.modality)
-        metrics["epsilon"] = PrivacyLedger(node.state_dir / LEDGER_FILE, node.privacy).epsilon()  # read, not spent
-        check_reply({}, metrics, n_classes=len(data.vocabulary), embed_dim=s.model.embed_dim, weight_shapes=None,
-                    forbidden_sizes=set(), kind="evaluate")
+        metrics = {}
+        if node.policy.share_metrics:  # opt-in: scores of the held-out split are not DP
+            metrics = evaluate_site(load_node_data(node, s), node.state_dir, s.model_for(node.site.modality),
+                                    anchor_key=node.site.modality)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

@@ -1,10 +1,11 @@
 """Which site a ClientApp serves, from Flower's `node_config`: the only place that reads it.
 
 Deployment (a hospital's SuperNode) passes `data-dir` and `state-dir` (and may pass
-`site-config`, a YAML path, and its own `privacy-epsilon` / `privacy-delta`, which win over the
-run's: the site enforces its own budget). The simulation engine passes only `partition-id`,
-which indexes the sorted site folders of the run's federation directory. `share-weights=false`
-lets a site refuse to send encoder weights even when the run shares them (it sends prototypes only).
+`site-config`, a YAML path). The site's privacy policy comes from `policy-file` (a YAML path),
+else `<data-dir>/policy.yaml`, else the strict defaults of `SitePolicy`; the `node_config` keys
+in POLICY_KEYS override single fields of it. The simulation engine passes only `partition-id`,
+which indexes the sorted site folders of the run's federation directory; a simulated site's
+policy is the researcher's (given to the ClientApp), else its folder's `policy.yaml`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import yaml
 from shared.data.config import SiteConfig
 from shared.data.site import SiteData, federation_sites, load_federation_site
 from shared.errors import ConfigError
-from shared.privacy.config import PrivacyConfig
+from shared.privacy.policy import POLICY_FILE, SitePolicy
 from shared.runconfig import RunSettings
 
-NODE_KEYS = ("data-dir", "state-dir", "site-config", "privacy-epsilon", "privacy-delta", "share-weights",
-             "partition-id", "num-partitions")
+POLICY_KEYS = {"dp-required": "dp_required", "privacy-epsilon": "epsilon", "privacy-delta": "delta", "privacy-unit": "unit",
+               "share-weights": "share_weights", "share-metrics": "share_metrics", "share-train-loss": "share_train_loss",
+               "max-rounds": "max_rounds"}
+NODE_KEYS = ("data-dir", "state-dir", "site-config", "policy-file", *POLICY_KEYS, "partition-id", "num-partitions")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,7 @@ class NodeSite:
     site_dir: Path
     site: SiteConfig
     state_dir: Path
-    privacy: PrivacyConfig
-    allow_weights: bool = True  # the site's own say: false keeps its encoder weights home whatever the server asks
+    policy: SitePolicy
 
 
 def state_dir(root: str | Path, site_name: str) -> Path:
@@ -41,11 +43,36 @@ def state_dir(root: str | Path, site_name: str) -> Path:
     return Path(root) / re.sub(r"[^A-Za-z0-9_.-]", "_", site_name)
 
 
-def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeSite:
+def _as_bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+
+
+def read_policy(node_config: Mapping[str, Any], site_dir: Path, sim_policy: SitePolicy | None) -> SitePolicy:
+    """The simulation's policy, else `policy-file`, else `<site_dir>/policy.yaml`, else the strict defaults; then the node keys."""
+    if sim_policy is not None:
+        policy = sim_policy
+    elif "policy-file" in node_config:
+        path = Path(str(node_config["policy-file"]))
+        if not path.is_file():
+            raise ConfigError(f"node_config policy-file {path} does not exist")
+        policy = SitePolicy.from_mapping(yaml.safe_load(path.read_text()) or {})
+    elif (site_dir / POLICY_FILE).is_file():
+        policy = SitePolicy.from_mapping(yaml.safe_load((site_dir / POLICY_FILE).read_text()) or {})
+    else:
+        policy = SitePolicy()
+    convert = {"dp_required": _as_bool, "share_weights": _as_bool, "share_metrics": _as_bool, "share_train_loss": _as_bool,
+               "epsilon": float, "delta": float, "unit": str, "max_rounds": int}
+    try:
+        overrides = {name: convert[name](node_config[key]) for key, name in POLICY_KEYS.items() if key in node_config}
+        return dataclasses.replace(policy, **overrides)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"bad site policy in node_config: {err}") from err
+
+
+def resolve_node(node_config: Mapping[str, Any], settings: RunSettings, sim_policy: SitePolicy | None = None) -> NodeSite:
     unknown = sorted(set(node_config) - set(NODE_KEYS))
     if unknown:
         raise ConfigError(f"unknown node_config key(s) {unknown}; allowed: {list(NODE_KEYS)}")
-    privacy = settings.privacy
     if "data-dir" in node_config:
         site_dir = Path(str(node_config["data-dir"]))
         if "state-dir" not in node_config:
@@ -55,8 +82,7 @@ def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeS
             site = SiteConfig.from_mapping(yaml.safe_load(Path(str(node_config["site-config"])).read_text()))
         else:
             site = SiteConfig.from_site_dir(site_dir)
-        overrides = {k: float(node_config[f"privacy-{k}"]) for k in ("epsilon", "delta") if f"privacy-{k}" in node_config}
-        privacy = dataclasses.replace(privacy, **overrides)
+        sim_policy = None  # a deployed site's policy is its own, never the run's
     elif "partition-id" in node_config:
         sites = federation_sites(settings.federation.federation_dir)
         pid = int(node_config["partition-id"])
@@ -67,9 +93,7 @@ def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeS
         folder = state_dir(Path(settings.federation.results_dir) / "state", site.name)
     else:
         raise ConfigError("node_config names no site: give 'data-dir' and 'state-dir' (deployment) or run in simulation")
-    allow = node_config.get("share-weights", True)
-    allow = allow if isinstance(allow, bool) else str(allow).lower() in ("1", "true", "yes")
-    return NodeSite(site_dir=site_dir, site=site, state_dir=folder, privacy=privacy, allow_weights=allow)
+    return NodeSite(site_dir=site_dir, site=site, state_dir=folder, policy=read_policy(node_config, site_dir, sim_policy))
 
 
 def load_node_data(node: NodeSite, settings: RunSettings) -> SiteData:

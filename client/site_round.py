@@ -1,13 +1,18 @@
 """One round at a site: restore its encoder and ledger, train privately, release prototypes, build the reply.
 
 Everything the site keeps between rounds lives in its own `state_dir` (encoder weights,
-privacy ledger), because every Flower message may run in a fresh process.
+privacy ledger, the reply of every round it answered, the broadcast it trained with), because
+every Flower message may run in a fresh process. A round the site already answered is
+answered again from that cache: a coordinator that restarts mid-round costs no budget.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +21,18 @@ import torch
 
 from client.training import TrainConfig, TrainReport, dp_train, embed
 from shared.data.site import SiteData
-from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder
+from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import BudgetExceeded, PrivacyLedger
-from shared.privacy.release import PrototypeRelease, release_prototypes
-from shared.protocol import WEIGHT_PREFIX, GlobalState, check_reply
+from shared.privacy.release import PrototypeRelease, effective_release_sigma, release_prototypes
+from shared.protocol import WEIGHT_PREFIX, GlobalState, ReplySpec, check_reply, pack_global
 
 log = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.pt"
 LEDGER_FILE = "ledger.json"
+REPLIES_DIR = "replies"
+LAST_GLOBAL_FILE = "last_global.npz"
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,11 @@ class SiteReply:
     arrays: dict[str, np.ndarray]
     metrics: dict[str, float]
     report: TrainReport | None
+    replayed: bool = False
 
 
 def site_seed(name: str) -> int:
+    """Seed of the site's model initialisation and first anchors: public, protects nothing."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
 
 
@@ -57,55 +66,107 @@ def load_encoder(state_dir: Path, cfg: EncoderConfig, site_name: str, weights: d
     return model
 
 
-def weight_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in build_encoder(cfg, seed=0).state_dict().items()}
+def open_ledger(state_dir: Path, privacy_cfg: PrivacyConfig) -> PrivacyLedger:
+    """The site's ledger; refuses (LedgerIntegrityError) when it is gone or edited but the folder shows earlier work."""
+    return PrivacyLedger(state_dir / LEDGER_FILE, privacy_cfg,
+                         earlier_work=[state_dir / ENCODER_FILE, state_dir / REPLIES_DIR, state_dir / LAST_GLOBAL_FILE])
+
+
+def _reply_path(state_dir: Path, round_no: int) -> Path:
+    return state_dir / REPLIES_DIR / f"round_{round_no:05d}.npz"
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray], metrics: dict[str, float] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
+    os.close(fd)
+    extra = {"__metrics__": np.array(json.dumps(metrics))} if metrics is not None else {}
+    np.savez(tmp, **arrays, **extra)
+    os.replace(tmp, path)
+
+
+def cached_reply(state_dir: Path, round_no: int) -> SiteReply | None:
+    path = _reply_path(state_dir, round_no)
+    if round_no <= 0 or not path.is_file():
+        return None
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "__metrics__"}
+        metrics = json.loads(str(npz["__metrics__"]))
+    return SiteReply(arrays, metrics, None, replayed=True)
+
+
+def empty_release(n_classes: int, dim: int) -> PrototypeRelease:
+    return PrototypeRelease(np.zeros((n_classes, dim), np.float32), np.zeros(n_classes, np.float32))
 
 
 def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig, train_cfg: TrainConfig,
                 privacy_cfg: PrivacyConfig, glob: GlobalState, share_weights: bool = False,
-                report_train_loss: bool = False, round_seed: int = 0, anchor_key: str | None = None) -> SiteReply:
+                report_train_loss: bool = False, round_no: int = 0, anchor_key: str | None = None,
+                rng: np.random.Generator | None = None) -> SiteReply:
     """Train on the train split, release privatised prototypes of it, and return the checked reply.
 
     Before the server has sent anchors the site trains against its own: random unit vectors
     seeded by `anchor_key` (the site's name by default; a federation passes the modality, so
     same-modality sites start in one space and cross-modal agreement is left to the alignment).
+    A site out of budget answers with an empty, valid release. `round_no` > 0 identifies the
+    round: asked again, the site replays its earlier reply and spends nothing. `rng` fixes the
+    release noise (tests only); by default it is drawn from a generator seeded by the OS.
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    replay = cached_reply(state_dir, round_no)
+    if replay is not None:
+        log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", data.site.name, round_no)
+        return replay
     n_classes, dim = len(data.vocabulary), model_cfg.embed_dim
+    ledger = open_ledger(state_dir, privacy_cfg)
     anchors = glob.anchors if glob.anchors is not None else local_anchors(anchor_key or data.site.name, n_classes, dim)
     present = glob.present if glob.present is not None else np.ones(n_classes, bool)
     head = torch.from_numpy(np.asarray(glob.head, np.float32)) if glob.head is not None else None
+    _save_npz(state_dir / LAST_GLOBAL_FILE, pack_global(GlobalState(anchors, present, glob.head)))
     model = load_encoder(state_dir, model_cfg, data.site.name, glob.weights)
-    ledger = PrivacyLedger(state_dir / LEDGER_FILE, privacy_cfg)
     train = data.dataset("train")
+    unit_subjects = train.subject if privacy_cfg.unit == "subject" else None
     report = None
-    try:
-        report = dp_train(model, train, torch.from_numpy(anchors), torch.from_numpy(present), train_cfg, privacy_cfg, ledger, head)
-    except BudgetExceeded as err:
-        log.warning("site %s: %s", data.site.name, err)
-    torch.save(model.state_dict(), state_dir / ENCODER_FILE)
-    z = embed(model, train.x, head)
-    rng = np.random.default_rng([site_seed(data.site.name), round_seed])
-    try:
-        release = release_prototypes(z, train.y.numpy(), n_classes, privacy_cfg.proto_clip, privacy_cfg.proto_noise_multiplier,
-                                     privacy_cfg.min_count, rng, ledger if privacy_cfg.enabled else None)
-    except BudgetExceeded as err:
-        log.warning("site %s: prototype release refused: %s", data.site.name, err)
-        release = PrototypeRelease(np.zeros((n_classes, dim), np.float32), np.zeros(n_classes, np.float32))
+    release = empty_release(n_classes, dim)
+    release_fits = not privacy_cfg.enabled or ledger.can_afford(
+        [(effective_release_sigma(privacy_cfg.proto_noise_multiplier), 1.0, 1)])
+    if release_fits:
+        try:
+            report = dp_train(model, train, torch.from_numpy(anchors), torch.from_numpy(present), train_cfg, privacy_cfg,
+                              ledger, head, round_no=round_no)
+        except BudgetExceeded as err:
+            log.warning("site %s: %s", data.site.name, err)
+        if all(torch.isfinite(p).all() for p in model.state_dict().values()):
+            torch.save(model.state_dict(), state_dir / ENCODER_FILE)
+        else:  # a diverged step must not replace the last good encoder
+            log.error("site %s: training gave non-finite weights; keeping the previous encoder", data.site.name)
+            model = load_encoder(state_dir, model_cfg, data.site.name, None)
+        z = embed(model, train.x, head)
+        try:
+            release = release_prototypes(z, train.y.numpy(), n_classes, privacy_cfg.proto_clip, privacy_cfg.proto_noise_multiplier,
+                                         privacy_cfg.min_count, rng, ledger if privacy_cfg.enabled else None,
+                                         subjects=unit_subjects, round_no=round_no)
+        except BudgetExceeded as err:
+            log.warning("site %s: prototype release refused: %s", data.site.name, err)
+    else:
+        log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
+                    data.site.name, ledger.epsilon(), privacy_cfg.epsilon)
+    ledger.save()
     arrays = {"prototypes": release.prototypes, "counts": release.counts}
     if share_weights:
         arrays |= {WEIGHT_PREFIX + k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     metrics = {
         "epsilon": ledger.epsilon(), "delta": privacy_cfg.delta,
         "epsilon_budget": privacy_cfg.epsilon if privacy_cfg.enabled else float("inf"),
-        "dp_steps": float(report.steps if report else 0),
-        "noise_multiplier": float(ledger.noise_multiplier or 0.0),
         "released_classes": float(release.present.sum()),
     }
-    if report_train_loss and report is not None:
+    if report_train_loss and report is not None and np.isfinite(report.mean_loss):
         metrics["train_loss"] = report.mean_loss
-    check_reply(arrays, metrics, n_classes=n_classes, embed_dim=dim,
-                weight_shapes=weight_shapes(model_cfg) if share_weights else None,
-                forbidden_sizes={int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y)})
+    spec = ReplySpec(n_classes=n_classes, embed_dim=dim, weight_shapes=weight_shapes(model_cfg) if share_weights else None,
+                     epsilon_budget=privacy_cfg.epsilon if privacy_cfg.enabled else None,
+                     forbidden_sizes=frozenset({int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y)}))
+    check_reply(arrays, metrics, spec)
+    if round_no > 0:
+        _save_npz(_reply_path(state_dir, round_no), arrays, metrics)
     return SiteReply(arrays, metrics, report)

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from shared.errors import ConfigError, check_option
 from shared.train_config import TrainConfig
@@ -19,7 +19,10 @@ from shared.losses import orthogonality, prototype_loss
 from shared.models.encoder import CrissCrossEncoder
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import PrivacyLedger, calibrate_noise
+from shared.privacy.randomness import secure_torch_generator
 from shared.privacy.release import effective_release_sigma
+from shared.privacy.sampling import subject_loader, window_loader
+from shared.data.site import WindowDataset
 
 log = logging.getLogger(__name__)
 
@@ -54,51 +57,60 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, anchors: tor
           head: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
     z, spec, _ = model(x, return_features=True)
     loss = prototype_loss(project(z, head), y, anchors, cfg.tau, present, cfg.pull_weight)
-    if spec is not None:
+    if spec is not None:  # per-sample term: safe under DP-SGD's per-sample clipping
         loss = loss + cfg.orth_weight * orthogonality(z, spec)
     return loss
 
 
-def dp_train(model: CrissCrossEncoder, dataset: Dataset, anchors: torch.Tensor, present: torch.Tensor,
+def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Tensor, present: torch.Tensor,
              train_cfg: TrainConfig, privacy_cfg: PrivacyConfig, ledger: PrivacyLedger,
-             head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None) -> TrainReport:
+             head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None, round_no: int = 0) -> TrainReport:
     """Train `model` in place for `local_epochs`, or fewer steps if the budget runs out.
 
-    With DP on: Poisson sampling at rate batch_size / n, per-sample clipping at max_grad_norm,
-    noise multiplier calibrated once (stored in the ledger) so that `planned_rounds` rounds of
-    local steps and prototype releases fit the budget; each step is recorded in the ledger
-    before it is taken, and training stops early (stopped_by_budget) when the next step
-    would leave no room for this round's prototype release.
+    With DP on: Poisson sampling of the privacy unit (windows, or patients with one window
+    each) at rate 1 / ceil(units / batch_size), drawn with a generator seeded from the OS; per-sample
+    clipping at max_grad_norm; noise from the same secure generator, its multiplier calibrated
+    once (stored in the ledger) so that `planned_rounds` rounds of local steps and prototype
+    releases fit the budget. Each step is recorded in the ledger, with the loader's own sample
+    rate, before it is taken; training stops early (stopped_by_budget) when the next step would
+    leave no room for this round's prototype release.
     """
     n = len(dataset)
     if n == 0:
         raise ConfigError("the site has no training windows")
-    gen = torch.Generator().manual_seed(train_cfg.seed)
-    loader = DataLoader(dataset, batch_size=min(train_cfg.batch_size, n), shuffle=True, generator=gen)
     optimizer = make_optimizer(model, train_cfg)
     sigma = None
     budget_steps = math.inf
     trainable: torch.nn.Module = model
     engine = None
-    q = min(train_cfg.batch_size, n) / n
-    steps_per_epoch = math.ceil(1 / q)
     release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier)
     model.train()  # Opacus validates the module in training mode
     if privacy_cfg.enabled:
+        gen = secure_torch_generator()
+        if privacy_cfg.unit == "subject":
+            loader = subject_loader(dataset, dataset.subject, train_cfg.batch_size, gen)
+        else:
+            loader = window_loader(dataset, train_cfg.batch_size, gen)
+        q = float(loader.sample_rate)
         if ledger.noise_multiplier is None:
-            ledger.noise_multiplier = calibrate_noise(ledger, q, steps_per_epoch * train_cfg.local_epochs,
-                                                      train_cfg.planned_rounds, release_sigma)
-            ledger.save()
+            ledger.set_noise_multiplier(calibrate_noise(ledger, q, len(loader) * train_cfg.local_epochs,
+                                                        train_cfg.planned_rounds, release_sigma))
         sigma = float(ledger.noise_multiplier)
         budget_steps = ledger.affordable_steps(sigma, q, reserve=[(release_sigma, 1.0, 1)])
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")  # research default; see README
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")  # we pass our own OS-seeded generator
             engine = PrivacyEngine(accountant=privacy_cfg.accountant)
-            trainable, optimizer, loader = engine.make_private(
+            trainable, optimizer, _ = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
-                max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=True,
+                max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=False, noise_generator=gen,
             )
+        if privacy_cfg.unit == "subject":  # Opacus would size the mean by windows; the expected batch is in patients
+            optimizer.expected_batch_size = loader.expected_batch_size
         logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus switches it to DEBUG
+    else:  # no DP: the sampling seed protects nothing, so runs stay reproducible
+        gen = torch.Generator().manual_seed(train_cfg.seed)
+        loader = DataLoader(dataset, batch_size=min(train_cfg.batch_size, n), shuffle=True, generator=gen)
+        q = 0.0
     anchors = anchors.detach()
     steps, losses, epoch_means = 0, [], []
     stopped = False
@@ -110,7 +122,7 @@ def dp_train(model: CrissCrossEncoder, dataset: Dataset, anchors: torch.Tensor, 
                 break
             if len(y) == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
                 if sigma is not None:
-                    ledger.record("dp_sgd_step", sigma, q)
+                    ledger.record("dp_sgd_step", sigma, q, round_no=round_no)
                 steps += 1
                 continue
             optimizer.zero_grad()
@@ -121,7 +133,7 @@ def dp_train(model: CrissCrossEncoder, dataset: Dataset, anchors: torch.Tensor, 
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 loss.backward()
             if sigma is not None:
-                ledger.record("dp_sgd_step", sigma, q)  # written before the noisy update is taken
+                ledger.record("dp_sgd_step", sigma, q, round_no=round_no)  # written before the noisy update is taken
             else:  # same optimiser and clip bound without DP, so the two runs differ only by privacy
                 torch.nn.utils.clip_grad_norm_(model.parameters(), privacy_cfg.max_grad_norm)
             optimizer.step()

@@ -1,14 +1,17 @@
-"""Robust per-modality aggregation of the sites' privatised prototypes, and FedAvg of weights.
+"""Robust per-modality aggregation of the sites' privatised prototypes and of their encoder weights.
 
-Each aggregator takes the stacked prototypes (sites, C, d) and noisy counts (sites, C) of ONE
-modality and returns (C, d) prototypes, (C,) total counts. A site that did not release a
-class (count 0) does not take part in that class. Registry by name: `mean` (count-weighted),
-`trimmed_mean` (drops the `trim` fraction of sites at each end, per coordinate), `median`
-(coordinate-wise).
+Counts are self-reported, so they never buy influence beyond `count_cap` per class. Each
+aggregator takes the stacked prototypes (sites, C, d) and capped counts (sites, C) of ONE
+modality and returns (C, d) prototypes. A site that did not release a class (count 0) does
+not take part in that class. Registry by name: `mean` (count-weighted), `trimmed_mean`
+(coordinate-wise; drops the `trim` fraction of sites at each end, at least one each end once
+three sites take part), `median` (coordinate-wise). Weights use the same aggregator: `mean` is
+FedAvg weighted by capped counts, the others are coordinate-wise and ignore counts entirely.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,10 +19,12 @@ import numpy as np
 
 from shared.errors import check_option
 
+DEFAULT_COUNT_CAP = 10_000.0
+
 
 @dataclass(frozen=True)
 class ModalityPrototypes:
-    """Aggregated prototypes of one modality; `counts` are summed noisy counts, 0 where no site released the class."""
+    """Aggregated prototypes of one modality; `counts` are summed capped noisy counts, 0 where no site released the class."""
 
     prototypes: np.ndarray
     counts: np.ndarray
@@ -28,6 +33,20 @@ class ModalityPrototypes:
     @property
     def present(self) -> np.ndarray:
         return self.counts > 0
+
+
+def n_trimmed(n: int, trim: float) -> int:
+    """Rows dropped at each end: the `trim` fraction, at least one once three rows take part (else one outlier rules)."""
+    if n < 3:
+        return 0
+    return min(max(1, math.floor(trim * n)), (n - 1) // 2)
+
+
+def trimmed_mean_rows(rows: np.ndarray, trim: float) -> np.ndarray:
+    """Coordinate-wise trimmed mean over axis 0."""
+    k = n_trimmed(len(rows), trim)
+    s = np.sort(rows, axis=0)
+    return s[k: len(rows) - k].mean(0)
 
 
 def _weighted_mean(p: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
@@ -45,11 +64,7 @@ def _per_class(p: np.ndarray, w: np.ndarray, reducer: Callable[[np.ndarray], np.
 
 
 def _trimmed_mean(p: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
-    def reduce(rows: np.ndarray) -> np.ndarray:
-        k = int(np.floor(trim * len(rows)))
-        s = np.sort(rows, axis=0)
-        return s[k : len(rows) - k].mean(0) if len(rows) - 2 * k > 0 else np.median(rows, axis=0)
-    return _per_class(p, w, reduce)
+    return _per_class(p, w, lambda rows: trimmed_mean_rows(rows, trim))
 
 
 def _median(p: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
@@ -61,15 +76,27 @@ AGGREGATORS: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = 
 }
 
 
-def aggregate_prototypes(prototypes: list[np.ndarray], counts: list[np.ndarray], method: str = "mean", trim: float = 0.2) -> ModalityPrototypes:
+def cap_counts(counts: np.ndarray, cap: float) -> np.ndarray:
+    return np.clip(np.nan_to_num(np.asarray(counts, np.float64), nan=0.0, posinf=cap, neginf=0.0), 0.0, cap)
+
+
+def aggregate_prototypes(prototypes: list[np.ndarray], counts: list[np.ndarray], method: str = "trimmed_mean", trim: float = 0.2,
+                         count_cap: float = DEFAULT_COUNT_CAP) -> ModalityPrototypes:
     check_option("aggregator", method, tuple(AGGREGATORS))
     p = np.stack([np.asarray(x, np.float64) for x in prototypes])
-    w = np.clip(np.stack([np.asarray(c, np.float64) for c in counts]), 0, None)
+    w = np.stack([cap_counts(c, count_cap) for c in counts])
     return ModalityPrototypes(prototypes=AGGREGATORS[method](p, w, trim), counts=w.sum(0), n_sites=len(prototypes))
 
 
-def fedavg(weights: list[dict[str, np.ndarray]], sizes: list[float]) -> dict[str, np.ndarray]:
-    """FedAvg (McMahan et al. 2017) of same-modality encoders, weighted by each site's released count total."""
-    total = float(sum(sizes))
-    share = [s / total if total > 0 else 1 / len(sizes) for s in sizes]
-    return {k: sum(a * np.asarray(w[k], np.float64) for a, w in zip(share, weights)).astype(np.float32) for k in weights[0]}
+def aggregate_weights(weights: list[dict[str, np.ndarray]], sizes: list[float], method: str = "trimmed_mean",
+                      trim: float = 0.2) -> dict[str, np.ndarray]:
+    """Same-modality encoders: FedAvg (McMahan et al. 2017) weighted by `sizes` (sums of capped counts) for `mean`,
+    else coordinate-wise robust and blind to sizes."""
+    check_option("aggregator", method, tuple(AGGREGATORS))
+    if method == "mean":
+        capped = [max(float(s), 0.0) if math.isfinite(s) else 0.0 for s in sizes]
+        total = sum(capped)
+        share = [s / total if total > 0 else 1 / len(capped) for s in capped]
+        return {k: sum(a * np.asarray(w[k], np.float64) for a, w in zip(share, weights)).astype(np.float32) for k in weights[0]}
+    reduce = (lambda rows: np.median(rows, axis=0)) if method == "median" else (lambda rows: trimmed_mean_rows(rows, trim))
+    return {k: reduce(np.stack([np.asarray(w[k], np.float64) for w in weights])).astype(np.float32) for k in weights[0]}

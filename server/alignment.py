@@ -53,8 +53,13 @@ def mean_cross_score(anchor: ModalityPrototypes, others: dict[str, ModalityProto
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def align_prototypes(by_modality: dict[str, ModalityPrototypes], cfg: AlignConfig, seed: int = 0) -> AlignResult:
-    """Fit anchors and per-modality maps; needs the anchor modality and at least one other with >= 2 shared classes."""
+def align_prototypes(by_modality: dict[str, ModalityPrototypes], cfg: AlignConfig, seed: int = 0,
+                     previous: np.ndarray | None = None) -> AlignResult:
+    """Fit anchors and per-modality maps; needs the anchor modality and at least one other with >= 2 shared classes.
+
+    A class no modality released this round keeps its `previous` anchor; only a class never
+    seen at all starts from a random unit vector.
+    """
     anchor_mod = cfg.anchor_modality if cfg.anchor_modality in by_modality else sorted(by_modality)[0]
     anchor = by_modality[anchor_mod]
     others = {m: p for m, p in by_modality.items() if m != anchor_mod}
@@ -68,6 +73,9 @@ def align_prototypes(by_modality: dict[str, ModalityPrototypes], cfg: AlignConfi
         init[fill] = p.prototypes[fill]
     gen = torch.Generator().manual_seed(seed)
     missing = ~np.any(init != 0, axis=1)
+    if previous is not None and previous.shape == init.shape:
+        init[missing] = previous[missing]
+        missing = ~np.any(init != 0, axis=1)
     init[missing] = torch.randn(int(missing.sum()), d, generator=gen).numpy()
     init = _unit(init)
     if not others or not cfg.enabled:

@@ -21,7 +21,8 @@ from flwr.serverapp import Grid
 
 from server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_csv, write_json
 from shared.errors import FedXAlignError
-from shared.protocol import pack_global
+from shared.models.encoder import weight_shapes
+from shared.protocol import ReplySpec, message_records, pack_global, reply_problems
 from shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,17 @@ def query_sites(grid: Grid, node_ids: list[int], timeout_s: float) -> dict[int, 
     log.debug("queried %d node(s), %d answered", len(node_ids), len(replies))
     for reply in replies:
         if reply.has_error():
-            log.warning("a node failed the query: %s", reply.error)
+            log.warning("a node failed the query: error %s (%s)", reply.error.code, reply.error.reason[:200])
             continue
-        info = reply.content["info"]
+        try:
+            records = message_records(reply.content)
+            problems = reply_problems("query", records, None) or ([] if "info" in records else ["no 'info' record"])
+        except Exception as err:  # noqa: BLE001
+            problems = [f"unreadable reply ({type(err).__name__})"]
+        if problems:
+            log.warning("node %s: query reply dropped: %s", reply.metadata.src_node_id, "; ".join(problems[:5]))
+            continue
+        info = records["info"][1]
         out[reply.metadata.src_node_id] = {"site": str(info["site"]), "modality": str(info["modality"])}
     return out
 
@@ -113,14 +122,17 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
         results = []
         for reply in grid.send_and_receive(msgs, timeout=fed.round_timeout_s):
             src = reply.metadata.src_node_id
-            if reply.has_error():  # an unreachable node's error reply comes from the SuperLink, not the node
-                log.warning("round %d: %s failed: %s", rnd, sites.get(src, {}).get("site", "a site"), reply.error)
+            name = sites.get(src, {}).get("site", "an unknown node")
+            if reply.has_error():  # a refusal (its code says why) or an unreachable node's error from the SuperLink
+                log.warning("round %d: %s sent no release: error %s (%s)", rnd, name, reply.error.code, reply.error.reason[:200])
                 continue
             if src not in sites:
                 continue
-            results.append(SiteResult(site=sites[src]["site"], modality=sites[src]["modality"],
-                                      arrays={k: v.numpy() for k, v in reply.content["release"].items()},
-                                      metrics=dict(reply.content["metrics"])))
+            result, problems = checked_result(reply, sites[src], settings)
+            if problems:
+                log.warning("round %d: dropped the reply of %s: %s", rnd, name, "; ".join(problems[:5]))
+                continue
+            results.append(result)
         missing = sorted({sites[n]["site"] for n in targets} - {r.site for r in results})
         if missing:
             log.warning("round %d: no reply from %s; going on with %d site(s)", rnd, missing, len(results))
@@ -131,13 +143,34 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
         evals = evaluate_sites(grid, state, sites, targets, rnd, settings)
         wall = time.time() - t0
         runlog.rounds.append(asdict(summary) | {"wall_s": wall, "missing": missing,
-                                                "mean_balanced_accuracy": _mean([e["balanced_accuracy"] for e in evals])})
+                                                "mean_balanced_accuracy": _mean([e.get("balanced_accuracy", np.nan) for e in evals])})
         runlog.sites += site_rows(rnd, results)
         runlog.evals += evals
         runlog.write(out)
         if on_round:
             on_round(summary, results, wall)
     return state
+
+
+def reply_spec(settings: RunSettings, modality: str) -> ReplySpec:
+    """What the coordinator accepts from a site of `modality`: the same rule set the site's allow-list applies."""
+    share = settings.federation.share_weights
+    return ReplySpec(n_classes=len(settings.data.vocabulary), embed_dim=settings.model.embed_dim,
+                     weight_shapes=weight_shapes(settings.model_for(modality)) if share else None,
+                     epsilon_budget=settings.privacy.epsilon if settings.privacy.enabled else None)
+
+
+def checked_result(reply: Message, site: dict[str, str], settings: RunSettings) -> tuple[SiteResult | None, list[str]]:
+    """The reply as a SiteResult, or the reasons it is dropped; nothing in a reply can raise here."""
+    try:
+        records = message_records(reply.content)
+        problems = reply_problems("train", records, reply_spec(settings, site["modality"]))
+    except Exception as err:  # noqa: BLE001 - the server trusts no reply, whatever its form
+        return None, [f"unreadable reply ({type(err).__name__})"]
+    if problems:
+        return None, problems
+    return SiteResult(site=site["site"], modality=site["modality"], arrays=dict(records["release"][1]),
+                      metrics={k: float(v) for k, v in records["metrics"][1].items()}), []
 
 
 def _mean(xs: list[float]) -> float:
@@ -147,14 +180,24 @@ def _mean(xs: list[float]) -> float:
 
 def evaluate_sites(grid: Grid, state: ServerState, sites: dict[int, dict[str, str]], targets: list[int], rnd: int,
                    settings: RunSettings) -> list[dict]:
-    msgs = [Message(RecordDict({"global": _record(pack_global(state.global_for(sites[n]["modality"], False))),
-                                "config": ConfigRecord({"round": rnd})}), dst_node_id=n, message_type="evaluate", group_id=str(rnd))
+    # the sites evaluate with what they trained with this round; the broadcast is not sent again
+    msgs = [Message(RecordDict({"config": ConfigRecord({"round": rnd})}), dst_node_id=n, message_type="evaluate", group_id=str(rnd))
             for n in targets]
     rows = []
     for reply in grid.send_and_receive(msgs, timeout=settings.federation.round_timeout_s):
         src = reply.metadata.src_node_id
         if reply.has_error() or src not in sites:
             continue
-        rows.append({"round": rnd, "site": sites[src]["site"], "modality": sites[src]["modality"],
-                     **{k: float(v) for k, v in reply.content["metrics"].items()}})
+        try:
+            records = message_records(reply.content)
+            problems = reply_problems("evaluate", records, reply_spec(settings, sites[src]["modality"]))
+        except Exception as err:  # noqa: BLE001
+            problems = [f"unreadable reply ({type(err).__name__})"]
+        if problems:
+            log.warning("round %d: evaluation of %s dropped: %s", rnd, sites[src]["site"], "; ".join(problems[:5]))
+            continue
+        metrics = records.get("metrics", ("metric", {}))[1]
+        if metrics:  # a site whose policy keeps its scores home answers with none
+            rows.append({"round": rnd, "site": sites[src]["site"], "modality": sites[src]["modality"],
+                         **{k: float(v) for k, v in metrics.items()}})
     return rows

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.aggregation import ModalityPrototypes, aggregate_prototypes, fedavg
+from server.aggregation import ModalityPrototypes, aggregate_prototypes, aggregate_weights, cap_counts
 from server.alignment import AlignResult, align_prototypes, mean_cross_score
 from shared.protocol import WEIGHT_PREFIX, GlobalState
 from shared.runconfig import RunSettings
@@ -101,9 +101,11 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
     by_mod: dict[str, list[SiteResult]] = {}
     for r in results:
         by_mod.setdefault(r.modality, []).append(r)
+    releasing = {m: [r for r in rs if np.any(np.asarray(r.arrays["counts"]) > 0)] for m, rs in by_mod.items()}
     protos: dict[str, ModalityPrototypes] = {
-        m: aggregate_prototypes([r.arrays["prototypes"] for r in rs], [r.arrays["counts"] for r in rs], fed.aggregator, fed.trim_fraction)
-        for m, rs in by_mod.items()
+        m: aggregate_prototypes([r.arrays["prototypes"] for r in rs], [r.arrays["counts"] for r in rs], fed.aggregator,
+                                fed.trim_fraction, fed.count_cap)
+        for m, rs in releasing.items() if rs
     }
     new = ServerState(round=state.round + 1, anchors=dict(state.anchors), present=dict(state.present),
                       heads=dict(state.heads), weights=dict(state.weights))
@@ -111,11 +113,18 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         for m, rs in by_mod.items():
             with_w = [r for r in rs if any(k.startswith(WEIGHT_PREFIX) for k in r.arrays)]
             if with_w:
-                new.weights[m] = fedavg([{k[len(WEIGHT_PREFIX):]: v for k, v in r.arrays.items() if k.startswith(WEIGHT_PREFIX)} for r in with_w],
-                                        [float(np.sum(r.arrays["counts"])) for r in with_w])
+                new.weights[m] = aggregate_weights(
+                    [{k[len(WEIGHT_PREFIX):]: v for k, v in r.arrays.items() if k.startswith(WEIGHT_PREFIX)} for r in with_w],
+                    [float(cap_counts(r.arrays["counts"], fed.count_cap).sum()) for r in with_w], fed.aggregator, fed.trim_fraction)
+    if not protos:
+        log.warning("round %d: no site released a prototype; the anchors and heads of round %d stay", new.round, state.round)
+        return new, RoundSummary(round=new.round, n_sites=len(results), sites=sorted(r.site for r in results),
+                                 alignment_before=float("nan"), alignment_after=float("nan"), classes_per_modality={},
+                                 train_loss=_mean_loss(results))
     dim = next(iter(protos.values())).prototypes.shape[1] if protos else settings.model.embed_dim
     if align.enabled and len(protos) > 1:
-        result: AlignResult = align_prototypes(protos, align, seed=new.round)
+        previous = state.anchors.get(align.anchor_modality, next(iter(state.anchors.values()), None))
+        result: AlignResult = align_prototypes(protos, align, seed=new.round, previous=previous)
         union = np.any([p.present for p in protos.values()], axis=0)
         for m in protos:
             new.heads[m] = result.maps[m] @ new.heads.get(m, np.eye(dim, dtype=np.float32))
@@ -131,14 +140,18 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
             new.present[m] = p.present | (new.present.get(m, np.zeros_like(p.present)))
         others = {m: p for m, p in protos.items() if m != anchor_mod}
         before = after = mean_cross_score(protos[anchor_mod], others) if anchor_mod else float("nan")
-    losses = [r.metrics["train_loss"] for r in results if "train_loss" in r.metrics and np.isfinite(r.metrics["train_loss"])]
     summary = RoundSummary(
         round=new.round, n_sites=len(results), sites=sorted(r.site for r in results),
         alignment_before=float(before), alignment_after=float(after),
         classes_per_modality={m: int(p.present.sum()) for m, p in protos.items()},
-        train_loss=float(np.mean(losses)) if losses else float("nan"),
+        train_loss=_mean_loss(results),
     )
     return new, summary
+
+
+def _mean_loss(results: list[SiteResult]) -> float:
+    losses = [r.metrics["train_loss"] for r in results if "train_loss" in r.metrics and np.isfinite(r.metrics["train_loss"])]
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def site_rows(round_no: int, results: list[SiteResult]) -> list[dict]:

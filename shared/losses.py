@@ -43,5 +43,11 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float, weights: torch.Tensor
 
 
 def orthogonality(inv: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-    """MISA soft orthogonality (Hazarika et al. 2020, eq. 8): squared Frobenius norm of inv^T spec, per sample."""
-    return (inv.T @ spec).pow(2).sum() / len(inv) ** 2
+    """MISA soft orthogonality (Hazarika et al. 2020, eq. 8) taken per sample: mean over i of (inv_i . spec_i)^2.
+
+    MISA's batch form ||inv^T spec||_F^2 couples every pair of samples, so one sample's gradient
+    would depend on the others and DP-SGD's per-sample clipping would not bound it. The
+    per-sample form keeps each sample's invariant and specific parts orthogonal, which is the
+    property the split needs, and each sample's loss depends on that sample alone.
+    """
+    return (inv * spec).sum(-1).pow(2).mean()

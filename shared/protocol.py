@@ -1,18 +1,22 @@
-"""The one documented message a site may send, and the allow-list check run before every reply.
+"""The one documented message a site may send, and the one rule set that checks it on both sides.
 
-A train reply holds exactly:
-  arrays  `prototypes` (C, d) float32 noisy class means; `counts` (C,) float32 noisy counts;
-          `weights.<name>` encoder parameters with the model's own shapes, only when the run shares weights.
-  metrics `epsilon`, `delta`, `epsilon_budget` (privacy status), `dp_steps`, `noise_multiplier`,
-          `released_classes`, and `train_loss` only when the site opts in (a single non-DP scalar).
-An evaluate reply holds only the metrics in EVAL_METRICS (aggregate scores on the site's held-out
-split). Nothing sized by the number of windows, no raw signal, no per-window embedding or label.
+The site's allow-list mod runs `reply_problems` on every outgoing reply; the coordinator runs
+the same function on every reply it receives and drops a reply that fails it. A train reply holds exactly:
+  arrays  `prototypes` (C, d) float32 noisy class means; `counts` (C,) float32 noisy counts in
+          [0, max_count]; `weights.<name>` encoder parameters with the model's own shapes, only
+          when the run shares weights and the site's policy allows it.
+  metrics `epsilon`, `delta`, `epsilon_budget` (privacy status; epsilon <= budget <= the run's),
+          `released_classes`, and `train_loss` only when the run asks and the site's policy allows it.
+An evaluate reply holds `accuracy`, `balanced_accuracy` (held-out split, not DP) only when the
+site's policy opts in, else nothing. Nothing sized by the number of windows, no raw signal, no
+per-window embedding or label, no step count or noise multiplier (they reveal the training-set size).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -20,9 +24,13 @@ from shared.errors import FedXAlignError
 
 TRAIN_ARRAYS = ("prototypes", "counts")
 WEIGHT_PREFIX = "weights."
-TRAIN_METRICS = frozenset({"epsilon", "delta", "epsilon_budget", "dp_steps", "noise_multiplier", "released_classes", "train_loss"})
-EVAL_METRICS = frozenset({"accuracy", "balanced_accuracy", "n_eval", "epsilon"})
+TRAIN_METRICS = frozenset({"epsilon", "delta", "epsilon_budget", "released_classes", "train_loss"})
+EVAL_METRICS = frozenset({"accuracy", "balanced_accuracy"})
+QUERY_FIELDS = frozenset({"site", "modality"})
+MODALITIES = ("eeg", "ecg")
+RECORDS = {"query": {"info": "config"}, "train": {"release": "array", "metrics": "metric"}, "evaluate": {"metrics": "metric"}}
 MAX_SCALAR = 1e12
+MAX_COUNT = 1e6  # no class of one site holds a million 30-s windows (about 1 patient-century)
 
 
 @dataclass(frozen=True)
@@ -36,48 +44,133 @@ class GlobalState:
     weights: dict[str, np.ndarray] | None = None
 
 
+@dataclass(frozen=True)
+class ReplySpec:
+    """What a reply may hold: message sizes, the run's budget (None: DP off) and the site's sample counts."""
+
+    n_classes: int
+    embed_dim: int
+    weight_shapes: Mapping[str, tuple[int, ...]] | None = None
+    epsilon_budget: float | None = None
+    max_count: float = MAX_COUNT
+    forbidden_sizes: frozenset[int] = field(default_factory=frozenset)
+
 
 class DisallowedReply(FedXAlignError):
     """A reply holds something the site must not send; it is not sent."""
 
 
-def check_reply(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float], *, n_classes: int, embed_dim: int,
-                weight_shapes: Mapping[str, tuple[int, ...]] | None, forbidden_sizes: set[int], kind: str = "train") -> None:
-    """Raise DisallowedReply unless the reply is exactly the documented message.
+def _name(key: object) -> str:
+    """A record or field name for a log line: short, printable, never a data value."""
+    text = str(key)
+    return repr(text[:40] + ("..." if len(text) > 40 else ""))
 
-    `weight_shapes` is None when the run does not share weights. `forbidden_sizes` are the
-    site's sample counts (train/val/test windows): an array with such a dimension could carry
-    per-window data and is refused, unless the dimension is one the message defines (C or d).
+
+def _finite_scalar(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and math.isfinite(float(v)) \
+        and abs(float(v)) <= MAX_SCALAR
+
+
+def reply_problems(kind: str, records: Mapping[str, tuple[str, Mapping[str, Any]]], spec: ReplySpec | None) -> list[str]:
+    """Everything that makes a reply to a `kind` message undocumented (empty list: it may go / be used).
+
+    `records` maps record name -> (record kind: array, metric or config; its items as plain
+    values). `spec` may be None only for query replies.
     """
+    allowed = RECORDS.get(kind)
+    if allowed is None:
+        return [f"no reply is allowed to a {_name(kind)} message"]
+    problems = [f"record {_name(n)} ({rk})" for n, (rk, _) in records.items() if allowed.get(n) != rk]
+    if problems:
+        return problems
+    if kind == "query":
+        info = records.get("info", ("config", {}))[1]
+        problems += [f"query field {_name(k)}" for k in info if k not in QUERY_FIELDS]
+        problems += [f"query field {_name(k)} missing" for k in QUERY_FIELDS if k not in info]
+        problems += [f"query field {_name(k)} is not a short string" for k, v in info.items() if not isinstance(v, str) or len(v) > 200]
+        if isinstance(info.get("modality"), str) and info["modality"] not in MODALITIES:
+            problems.append("query field 'modality' is not a known modality")
+        return problems
+    assert spec is not None, "train and evaluate replies are checked against a spec"
+    metrics = records.get("metrics", ("metric", {}))[1]
     allowed_metrics = TRAIN_METRICS if kind == "train" else EVAL_METRICS
-    extra = sorted(set(metrics) - allowed_metrics)
-    if extra:
-        raise DisallowedReply(f"{kind} reply metric(s) {extra} are not in the documented set {sorted(allowed_metrics)}")
-    for k, v in metrics.items():
-        if not isinstance(v, (int, float, np.floating, np.integer)) or not (abs(float(v)) <= MAX_SCALAR or np.isinf(v)):
-            raise DisallowedReply(f"metric {k!r} must be a bounded scalar, got {type(v).__name__} {v!r}")
-    expected: dict[str, tuple[int, ...]] = {}
+    problems += [f"metric {_name(k)}" for k in metrics if k not in allowed_metrics]
+    problems += [f"metric {_name(k)} is not a finite bounded scalar" for k, v in metrics.items()
+                 if k in allowed_metrics and not _finite_scalar(v) and not (k in ("epsilon", "epsilon_budget") and _is_inf(v))]
+    if problems:
+        return problems
+    if kind == "evaluate":
+        return [f"metric {_name(k)} outside [0, 1]" for k, v in metrics.items() if not 0.0 <= float(v) <= 1.0]
+    return problems + _train_problems(records.get("release", ("array", {}))[1], metrics, spec)
+
+
+def _is_inf(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating)) and math.isinf(float(v)) and float(v) > 0
+
+
+def _train_problems(arrays: Mapping[str, Any], metrics: Mapping[str, Any], spec: ReplySpec) -> list[str]:
+    problems = [f"metric {_name(k)} missing" for k in ("epsilon", "delta", "epsilon_budget", "released_classes") if k not in metrics]
+    if problems:
+        return problems
+    eps, budget, delta = float(metrics["epsilon"]), float(metrics["epsilon_budget"]), float(metrics["delta"])
+    run_budget = math.inf if spec.epsilon_budget is None else spec.epsilon_budget
+    if not 0 <= eps <= budget * (1 + 1e-9) or budget > run_budget * (1 + 1e-9):
+        problems.append("epsilon beyond the announced budget")
+    if not 0 < delta < 1:
+        problems.append("delta outside (0, 1)")
+    if not 0 <= float(metrics["released_classes"]) <= spec.n_classes:
+        problems.append("released_classes outside [0, C]")
+    expected = {"prototypes": (spec.n_classes, spec.embed_dim), "counts": (spec.n_classes,)}
+    if spec.weight_shapes is not None:
+        expected |= {WEIGHT_PREFIX + k: tuple(s) for k, s in spec.weight_shapes.items()}
+    problems += [f"array {_name(k)} is not in the documented message" for k in arrays if k not in expected]
+    problems += [f"array {_name(k)} missing" for k in expected if k not in arrays]
+    if problems:
+        return problems
+    message_dims = {spec.n_classes, spec.embed_dim}
+    for k, arr in arrays.items():
+        a = np.asarray(arr)
+        if tuple(a.shape) != expected[k]:
+            problems.append(f"array {_name(k)} has shape {tuple(a.shape)}, the message defines {expected[k]}")
+            continue
+        if not k.startswith(WEIGHT_PREFIX) and any(s in spec.forbidden_sizes and s not in message_dims for s in a.shape):
+            problems.append(f"array {_name(k)} has a dimension equal to a sample count")
+        if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)) or np.any(np.abs(a) > MAX_SCALAR):
+            problems.append(f"array {_name(k)} holds non-finite or unbounded values")
+    if not problems:
+        counts = np.asarray(arrays["counts"], np.float64)
+        if np.any(counts < 0) or np.any(counts > spec.max_count):
+            problems.append(f"array 'counts' outside [0, {spec.max_count:g}]")
+    return problems
+
+
+def check_reply(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float], spec: ReplySpec, kind: str = "train") -> None:
+    """Raise DisallowedReply unless (arrays, metrics) is exactly the documented message (the site's own pre-send check)."""
+    records: dict[str, tuple[str, Mapping[str, Any]]] = {"metrics": ("metric", metrics)}
     if kind == "train":
-        expected = {"prototypes": (n_classes, embed_dim), "counts": (n_classes,)}
-        if weight_shapes is not None:
-            expected |= {WEIGHT_PREFIX + k: tuple(s) for k, s in weight_shapes.items()}
-    unexpected = sorted(set(arrays) - set(expected))
-    if unexpected:
-        raise DisallowedReply(f"{kind} reply array(s) {unexpected} are not in the documented message {sorted(expected)}")
-    missing = sorted(set(expected) - set(arrays))
-    if missing:
-        raise DisallowedReply(f"{kind} reply lacks documented array(s) {missing}")
-    message_dims = {n_classes, embed_dim}
-    for name, arr in arrays.items():
-        shape = tuple(np.shape(arr))
-        if shape != expected[name]:
-            raise DisallowedReply(f"array {name!r} has shape {shape}, the message defines {expected[name]}")
-        if not name.startswith(WEIGHT_PREFIX):
-            sized = [s for s in shape if s in forbidden_sizes and s not in message_dims]
-            if sized:
-                raise DisallowedReply(f"array {name!r} has a dimension equal to a sample count {sized}")
-        if not np.all(np.isfinite(arr)):
-            raise DisallowedReply(f"array {name!r} holds non-finite values")
+        records["release"] = ("array", arrays)
+    elif arrays:
+        records["release"] = ("array", arrays)
+    problems = reply_problems(kind, records, spec)
+    if problems:
+        raise DisallowedReply(f"{kind} reply withheld: {'; '.join(problems)}")
+
+
+def message_records(content: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    """A Flower RecordDict as plain values: name -> (array | metric | config, items)."""
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, rec in content.items():
+        if isinstance(rec, ArrayRecord):
+            out[name] = ("array", {k: v.numpy() for k, v in rec.items()})
+        elif isinstance(rec, MetricRecord):
+            out[name] = ("metric", dict(rec))
+        elif isinstance(rec, ConfigRecord):
+            out[name] = ("config", dict(rec))
+        else:
+            out[name] = (type(rec).__name__, {})
+    return out
 
 
 def pack_global(glob: GlobalState) -> dict[str, np.ndarray]:
@@ -93,8 +186,30 @@ def pack_global(glob: GlobalState) -> dict[str, np.ndarray]:
     return out
 
 
-def unpack_global(arrays: Mapping[str, np.ndarray]) -> GlobalState:
+class BadRequest(FedXAlignError):
+    """What the coordinator sent is not a usable global state; the site spends nothing on it."""
+
+
+def unpack_global(arrays: Mapping[str, np.ndarray], n_classes: int, embed_dim: int,
+                  weight_shapes: Mapping[str, tuple[int, ...]] | None) -> GlobalState:
+    """The broadcast, checked as the site trusts it: shapes of the message, finite values, known weight names."""
+    known = {"anchors", "present", "head"}
+    unknown = [k for k in arrays if k not in known and not k.startswith(WEIGHT_PREFIX)]
+    if unknown:
+        raise BadRequest("global arrays outside the protocol")
+    shapes = {"anchors": (n_classes, embed_dim), "present": (n_classes,), "head": (embed_dim, embed_dim)}
+    for k, shape in shapes.items():
+        if k in arrays and tuple(np.shape(arrays[k])) != shape:
+            raise BadRequest(f"global array {k!r} has the wrong shape")
+    if ("anchors" in arrays) != ("present" in arrays):
+        raise BadRequest("global anchors come without their class mask")
     weights = {k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
+    if weights and (weight_shapes is None or {k: tuple(np.shape(v)) for k, v in weights.items()} != dict(weight_shapes)):
+        raise BadRequest("global weights do not match this site's encoder")
+    if any(not np.all(np.isfinite(np.asarray(v, np.float64))) for v in arrays.values()):
+        raise BadRequest("global arrays hold non-finite values")
+    if "anchors" in arrays and np.any(np.linalg.norm(np.asarray(arrays["anchors"], np.float64), axis=1)[np.asarray(arrays["present"]) > 0] < 1e-6):
+        raise BadRequest("global anchors hold a zero vector for a present class")
     return GlobalState(
         anchors=arrays.get("anchors"),
         present=arrays["present"].astype(bool) if "present" in arrays else None,

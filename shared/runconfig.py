@@ -47,12 +47,13 @@ class FederationConfig:
     join_wait_s: float = 0.0  # how long a later round waits for missing sites to (re)join before it starts
     round_timeout_s: float = 600.0
     share_weights: bool = False
-    aggregator: str = "mean"
+    aggregator: str = "trimmed_mean"
     trim_fraction: float = 0.2
     federation_dir: str = "data/generated/default"
     results_dir: str = "results/latest"
     cache_dir: str = ".cache/fedxalign"
-    report_train_loss: bool = True
+    report_train_loss: bool = False  # a non-DP scalar: asked for only when sites' policies allow it
+    count_cap: float = 10_000.0  # a site's noisy count per class weighs at most this much
     client_threads: int = 0  # torch threads per ClientApp; 0 keeps torch's default
 
     def __post_init__(self) -> None:

@@ -27,7 +27,7 @@ from shared.data.synthetic.federation import MANIFEST, generate_federation
 from shared.runconfig import RunSettings
 from simulations.generate import federation_spec
 from simulations.paths import CONFIG_DIR
-from simulations.settings import run_settings
+from simulations.settings import run_settings, simulated_site_policy
 
 log = logging.getLogger("simulations.run")
 
@@ -52,7 +52,8 @@ def progress_printer(rounds: int):
     def on_round(summary, results, wall):
         eps = [r.metrics.get("epsilon", float("nan")) for r in results]
         budget = results[0].metrics.get("epsilon_budget", float("nan")) if results else float("nan")
-        print(f"round {summary.round}/{rounds} | {summary.n_sites} sites | loss {summary.train_loss:.3f} | "
+        loss = f"loss {summary.train_loss:.3f} | " if summary.train_loss == summary.train_loss else ""
+        print(f"round {summary.round}/{rounds} | {summary.n_sites} sites | {loss}"
               f"alignment {summary.alignment_before:+.3f} -> {summary.alignment_after:+.3f} | "
               f"epsilon max {max(eps):.2f} of {budget:g} | {wall:.1f} s", flush=True)
     return on_round
@@ -68,7 +69,7 @@ def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> N
     logging.getLogger("flwr").setLevel(logging.ERROR)  # run_simulation's deprecation notice; our loop logs failures
     run_simulation(
         server_app=make_server_app(settings, on_round=progress_printer(settings.federation.rounds)),
-        client_app=make_client_app(settings),
+        client_app=make_client_app(settings, simulated_site_policy(settings)),
         num_supernodes=n_sites,
         backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
                         "init_args": {"logging_level": "ERROR", "log_to_driver": False}},

@@ -45,6 +45,9 @@ class EncoderConfig:
         check_option("modality", self.modality, ("eeg", "ecg"))
         if self.n_heads % 2 or (self.d_model // 2) % (self.n_heads // 2):
             raise ConfigError(f"{self.n_heads=} must be even and split d_model/2={self.d_model // 2} evenly between spatial and temporal heads")
+        if self.specific_dim not in (0, self.embed_dim):
+            raise ConfigError(f"{self.specific_dim=} must be 0 or embed_dim={self.embed_dim}: the MISA orthogonality is taken per "
+                              "sample (inv_i . spec_i), which DP-SGD's per-sample clipping needs, and that needs equal sizes")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> EncoderConfig:
@@ -181,3 +184,8 @@ def build_encoder(cfg: EncoderConfig, seed: int | None = None) -> CrissCrossEnco
     finally:
         if seed is not None:
             torch.random.set_rng_state(gen_state)
+
+
+def weight_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of the encoder `cfg` builds: what a shared-weights message must hold."""
+    return {k: tuple(v.shape) for k, v in build_encoder(cfg, seed=0).state_dict().items()}

@@ -10,6 +10,7 @@ from shared.errors import ConfigError, check_option
 from shared.schema import build
 
 ACCOUNTANTS = ("rdp", "prv")
+UNITS = ("window", "subject")  # weakest first: a subject-level guarantee covers each of its windows
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,10 @@ class PrivacyConfig:
     `epsilon`/`delta` bound everything the site releases over the whole run (all DP-SGD steps
     of all rounds plus every prototype release). `proto_noise_multiplier` is sigma of the
     Gaussian release of per-class (sum / clip, count); `min_count` suppresses classes whose
-    noisy count falls under it.
+    noisy count falls under it. `unit` is what one DP record is: `window` (one 30-s window;
+    a patient with k windows gets only group privacy, about k epsilon) or `subject` (one patient:
+    each DP-SGD step Poisson-samples patients and uses one window of each, and each patient's
+    prototype contribution is bounded as a whole).
     """
 
     enabled: bool = True
@@ -30,9 +34,11 @@ class PrivacyConfig:
     proto_clip: float = 1.0
     proto_noise_multiplier: float = 8.0
     min_count: float = 5.0
+    unit: str = "window"
 
     def __post_init__(self) -> None:
         check_option("accountant", self.accountant, ACCOUNTANTS)
+        check_option("unit", self.unit, UNITS)
         if self.enabled and not (self.epsilon > 0 and math.isfinite(self.epsilon)):
             raise ConfigError(f"{self.epsilon=} must be a positive finite budget; set enabled: false to turn DP off")
         if not 0 < self.delta < 1:

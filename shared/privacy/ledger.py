@@ -7,6 +7,7 @@ over-count), and it refuses anything that would take epsilon past the site's bud
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -39,47 +40,123 @@ def _merge(entries: Iterable[Entry]) -> list[Entry]:
     return [(s, q, n) for (s, q), n in merged.items() if n > 0]
 
 
+class LedgerIntegrityError(ConfigError):
+    """The ledger is missing, unreadable or edited while the state folder shows earlier work: the site refuses to train."""
+
+
+def _digest(prev: str, payload: dict) -> str:
+    return hashlib.sha256((prev + json.dumps(payload, sort_keys=True, separators=(",", ":"))).encode()).hexdigest()
+
+
 class PrivacyLedger:
-    """Persistent composition of Gaussian mechanisms under one (epsilon, delta) budget."""
+    """Persistent composition of Gaussian mechanisms under one (epsilon, delta) budget.
 
-    VERSION = 1
+    The file holds a header (accountant, delta, unit: fixed when the ledger is created) and
+    an append-only list of events, each carrying the SHA-256 of the header and every event
+    before it. A second file, `<name>.head`, holds the number of events and the last hash,
+    so an edited entry, a truncated list or a rolled-back copy is refused by name. A missing
+    or empty ledger is accepted only when nothing in `earlier_work` exists (a fresh site).
+    This makes mistakes and edits evident; it does not stop a site's own administrator who
+    rewrites both files on purpose.
+    """
 
-    def __init__(self, path: str | Path, cfg: PrivacyConfig) -> None:
+    VERSION = 2
+
+    def __init__(self, path: str | Path, cfg: PrivacyConfig, earlier_work: Iterable[str | Path] = ()) -> None:
         self.path = Path(path)
+        self.head_path = self.path.with_name(self.path.name + ".head")
         self.cfg = cfg
+        self.events: list[dict] = []
         self.entries: list[Entry] = []
         self.counts: dict[str, int] = {}
-        self.noise_multiplier: float | None = None
         self._unit_rdp: dict[tuple[float, float], np.ndarray] = {}
-        if self.path.is_file():
+        self._header = {"version": self.VERSION, "accountant": cfg.accountant, "delta": cfg.delta, "unit": cfg.unit}
+        if self.path.is_file() and self.path.stat().st_size > 0:
             self._load()
+        else:
+            self._refuse_if_earlier_work([self.path, self.head_path, *map(Path, earlier_work)])
+
+    def _refuse_if_earlier_work(self, evidence: list[Path]) -> None:
+        """A ledger path that is an empty file or a dangling link is itself evidence of earlier work."""
+        state = "is a dangling link" if self.path.is_symlink() and not self.path.exists() else (
+            "is empty" if self.path.exists() else "does not exist")
+        found = [str(p) for p in evidence if p.exists() or p.is_symlink()]
+        if found:
+            raise LedgerIntegrityError(
+                f"{self.path}: privacy ledger {state}, but this state folder shows earlier work ({', '.join(found)}); "
+                "refusing to start the budget again at zero. Restore the ledger from backup.")
 
     def _load(self) -> None:
         try:
             state = json.loads(self.path.read_text())
-            self.entries = [(float(s), float(q), int(n)) for s, q, n in state["entries"]]
-            self.counts = {k: int(v) for k, v in state.get("counts", {}).items()}
-            self.noise_multiplier = state.get("noise_multiplier")
-            stored = state.get("accountant", self.cfg.accountant)
+            header, events = state["header"], state["events"]
+            prev = _digest("", header)
+            for e in events:
+                body = {k: v for k, v in e.items() if k != "hash"}
+                prev = _digest(prev, body)
+                if e["hash"] != prev:
+                    raise LedgerIntegrityError(f"{self.path}: privacy ledger entry {len(self.events) + 1} was edited "
+                                               "(its hash does not match); refusing to guess what was spent")
+                self.events.append(e)
+        except LedgerIntegrityError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"{self.path}: privacy ledger is unreadable ({err}); refusing to guess what was spent") from err
-        if stored != self.cfg.accountant:
-            raise ConfigError(f"{self.path}: ledger was kept with the {stored!r} accountant, settings ask for {self.cfg.accountant!r}")
+            raise LedgerIntegrityError(f"{self.path}: privacy ledger is unreadable ({err}); refusing to guess what was spent") from err
+        self._check_head()
+        for key in ("accountant", "delta", "unit"):
+            if header.get(key) != self._header[key]:
+                raise ConfigError(f"{self.path}: the ledger was created with {key}={header.get(key)!r}; the settings ask "
+                                  f"for {self._header[key]!r}, and {key} is fixed for a ledger's life")
+        self._header = header
+        self._rebuild()
+
+    def _check_head(self) -> None:
+        try:
+            head = json.loads(self.head_path.read_text())
+            n, h = int(head["events"]), str(head["hash"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise LedgerIntegrityError(f"{self.head_path}: the ledger's head is missing or unreadable ({err}); "
+                                       "cannot tell whether entries were removed") from err
+        # the head is written right after the ledger: one event ahead of it means a crash in between
+        if not (len(self.events) - 1 <= n <= len(self.events) and (n == 0 or self.events[n - 1]["hash"] == h)):
+            raise LedgerIntegrityError(f"{self.path}: the ledger holds {len(self.events)} entries but its head records {n}: "
+                                       "entries were removed or an older copy was restored")
+
+    def _rebuild(self) -> None:
+        spent = [e for e in self.events if e["steps"] > 0]
+        self.entries = _merge((e["sigma"], e["q"], e["steps"]) for e in spent)
+        self.counts = {}
+        for e in spent:
+            self.counts[e["kind"]] = self.counts.get(e["kind"], 0) + int(e["steps"])
+
+    @property
+    def noise_multiplier(self) -> float | None:
+        """The DP-SGD noise multiplier calibrated once for this ledger's life (None before the first round)."""
+        calib = [e["sigma"] for e in self.events if e["kind"] == "calibration"]
+        return float(calib[-1]) if calib else None
+
+    def set_noise_multiplier(self, sigma: float) -> None:
+        self._append({"kind": "calibration", "sigma": float(sigma), "q": 0.0, "steps": 0, "round": 0})
+
+    def rounds(self, kind: str = "prototype_release") -> set[int]:
+        """Rounds in which `kind` was recorded."""
+        return {int(e["round"]) for e in self.events if e["kind"] == kind}
+
+    def _append(self, body: dict) -> None:
+        prev = self.events[-1]["hash"] if self.events else _digest("", self._header)
+        self.events.append(body | {"hash": _digest(prev, body)})
+        self._rebuild()
+        self.save()
 
     def save(self, with_epsilon: bool = True) -> None:
-        """Atomic write (temp file + rename) so a crash never leaves a half-written ledger."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "version": self.VERSION, "accountant": self.cfg.accountant, "epsilon_budget": self.cfg.epsilon,
-            "delta": self.cfg.delta, "entries": [list(e) for e in self.entries], "counts": self.counts,
-            "noise_multiplier": self.noise_multiplier,
-        }
+        """Atomic writes (temp file + rename) of the ledger, then of its head."""
+        state = {"header": self._header, "events": self.events, "epsilon_budget": self.cfg.epsilon, "counts": self.counts,
+                 "noise_multiplier": self.noise_multiplier}
         if with_epsilon:
             state["epsilon_spent"] = self.epsilon()
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(state, fh, indent=1)
-        os.replace(tmp, self.path)
+        _atomic_write(self.path, json.dumps(state, separators=(",", ":")))
+        last = self.events[-1]["hash"] if self.events else ""
+        _atomic_write(self.head_path, json.dumps({"events": len(self.events), "hash": last}))
 
     def epsilon(self, extra: Iterable[Entry] = ()) -> float:
         """Epsilon at the configured delta for what is recorded plus `extra`; inf when DP is off."""
@@ -108,7 +185,7 @@ class PrivacyLedger:
     def can_afford(self, extra: Iterable[Entry]) -> bool:
         return self.epsilon(extra) <= self.cfg.epsilon
 
-    def spend(self, kind: str, sigma: float, sample_rate: float, steps: int = 1) -> None:
+    def spend(self, kind: str, sigma: float, sample_rate: float, steps: int = 1, round_no: int = 0) -> None:
         """Record a mechanism before it runs; raises BudgetExceeded (and records nothing) if it does not fit."""
         if not self.cfg.enabled:
             return
@@ -118,15 +195,13 @@ class PrivacyLedger:
                 f"{kind} refused: it would take epsilon from {self.epsilon():.3f} to {self.epsilon([entry]):.3f}, "
                 f"over this site's budget of {self.cfg.epsilon:g} (delta {self.cfg.delta:g})"
             )
-        self.record(kind, sigma, sample_rate, steps, with_epsilon=True)
+        self.record(kind, sigma, sample_rate, steps, round_no)
 
-    def record(self, kind: str, sigma: float, sample_rate: float, steps: int = 1, with_epsilon: bool = False) -> None:
+    def record(self, kind: str, sigma: float, sample_rate: float, steps: int = 1, round_no: int = 0) -> None:
         """Record without the budget check, for steps already cleared by `affordable_steps`; saved at once."""
         if not self.cfg.enabled:
             return
-        self.entries = _merge([*self.entries, (float(sigma), float(sample_rate), int(steps))])
-        self.counts[kind] = self.counts.get(kind, 0) + int(steps)
-        self.save(with_epsilon=with_epsilon)
+        self._append({"kind": kind, "sigma": float(sigma), "q": float(sample_rate), "steps": int(steps), "round": int(round_no)})
 
     def affordable_steps(self, sigma: float, sample_rate: float, reserve: Iterable[Entry] = (), limit: int = 10**6) -> int:
         """Largest k such that k more steps of (sigma, q) plus `reserve` still fit the budget."""
@@ -146,6 +221,16 @@ class PrivacyLedger:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid)
         return lo
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def calibrate_noise(ledger: PrivacyLedger, sample_rate: float, steps_per_round: int, rounds: int,

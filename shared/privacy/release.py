@@ -5,6 +5,13 @@ count by 1, so the released vector (sum / clip, count) has L2 sensitivity sqrt(2
 of std sigma on every coordinate this is a Gaussian mechanism with noise multiplier
 sigma / sqrt(2), which is what the ledger composes (Dwork & Roth 2014, Thm A.1; RDP of the
 Gaussian mechanism, Mironov 2017).
+
+With patients as the privacy unit, each patient's windows are weighted by 1 / (its window
+count): its clipped sums then add up to at most `clip` in L2 and its counts to at most 1, so
+adding or removing one patient again moves (sum / clip, count) by at most sqrt(2), and the
+same noise gives the same guarantee per patient. Released counts are then patient-weighted.
+The noise comes from a generator seeded from the OS (`shared.privacy.randomness`) unless a
+caller passes one (tests only).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.privacy.ledger import PrivacyLedger
+from shared.privacy.randomness import secure_numpy_rng
 
 RELEASE_SENSITIVITY = math.sqrt(2.0)
 
@@ -42,22 +50,28 @@ def add_release_noise(sums: np.ndarray, counts: np.ndarray, clip: float, noise_m
 
 
 def release_prototypes(z: np.ndarray, y: np.ndarray, n_classes: int, clip: float, noise_multiplier: float,
-                       min_count: float, rng: np.random.Generator, ledger: PrivacyLedger | None = None) -> PrototypeRelease:
+                       min_count: float, rng: np.random.Generator | None = None, ledger: PrivacyLedger | None = None,
+                       subjects: np.ndarray | None = None, round_no: int = 0) -> PrototypeRelease:
     """Privatised per-class means of embeddings `z` (n, d) with labels `y` (n,).
 
+    `subjects` (n,) makes each subject, not each window, one unit (see the module docstring).
     With a ledger whose DP is on, the release is recorded (and refused if over budget) before
     any noise is drawn; with DP off (`ledger` None or disabled) the exact means and counts go out.
     """
     z = np.asarray(z, dtype=np.float64)
     norms = np.linalg.norm(z, axis=1, keepdims=True)
     z = z * np.minimum(1.0, clip / np.maximum(norms, 1e-12))
+    weight = np.ones(len(z))
+    if subjects is not None:
+        _, inverse, per_subject = np.unique(np.asarray(subjects).astype(str), return_inverse=True, return_counts=True)
+        weight = 1.0 / per_subject[inverse]
     d = z.shape[1]
     sums = np.zeros((n_classes, d))
-    np.add.at(sums, y, z)
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    np.add.at(sums, y, z * weight[:, None])
+    counts = np.bincount(y, weights=weight, minlength=n_classes).astype(np.float64)
     if ledger is not None and ledger.cfg.enabled:
-        ledger.spend("prototype_release", effective_release_sigma(noise_multiplier), 1.0, 1)
-        sums, counts = add_release_noise(sums, counts, clip, noise_multiplier, rng)
+        ledger.spend("prototype_release", effective_release_sigma(noise_multiplier), 1.0, 1, round_no=round_no)
+        sums, counts = add_release_noise(sums, counts, clip, noise_multiplier, rng if rng is not None else secure_numpy_rng())
     keep = counts >= max(min_count, 1e-9)
     protos = np.where(keep[:, None], sums / np.maximum(counts, 1e-12)[:, None], 0.0)
     return PrototypeRelease(prototypes=protos.astype(np.float32), counts=np.where(keep, counts, 0.0).astype(np.float32))

@@ -15,7 +15,7 @@ def test_any_channel_count_gives_unit_embeddings(n_chans):
 
 
 def test_opacus_validates_the_model():
-    assert ModuleValidator.validate(build_encoder(EncoderConfig(specific_dim=8), seed=0), strict=False) == []
+    assert ModuleValidator.validate(build_encoder(EncoderConfig(specific_dim=32), seed=0), strict=False) == []
 
 
 def test_config_round_trip_and_seeded_init():
@@ -27,9 +27,9 @@ def test_config_round_trip_and_seeded_init():
 
 
 def test_specific_part_and_features():
-    model = build_encoder(EncoderConfig(specific_dim=8), seed=0).eval()
+    model = build_encoder(EncoderConfig(specific_dim=32), seed=0).eval()
     z, spec, f = model(torch.randn(2, 2, 30, 100), return_features=True)
-    assert z.shape == (2, 32) and spec.shape == (2, 8) and f.shape == (2, 32)
+    assert z.shape == (2, 32) and spec.shape == (2, 32) and f.shape == (2, 32)
 
 
 def test_channel_order_does_not_matter():
