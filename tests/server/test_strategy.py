@@ -69,3 +69,26 @@ def test_resumed_run_appends_to_its_logs(tmp_path):
     again.write(tmp_path)
     back = RunLog.load(tmp_path)
     assert [r["round"] for r in back.rounds] == [1, 2] and [r["epsilon"] for r in back.sites] == ["1.0", "2.0"]
+
+
+def test_a_round_with_no_release_keeps_the_previous_anchors():
+    s = settings()
+    state, _ = aggregate_round(ServerState(), [result("e1", "eeg", 0), result("c1", "ecg", 2)], s)
+    empty = [SiteResult(r, m, {"prototypes": np.zeros((3, 4), np.float32), "counts": np.zeros(3, np.float32)}, {"epsilon": 8.0})
+             for r, m in (("e1", "eeg"), ("c1", "ecg"))]
+    after, summary = aggregate_round(state, empty, s)
+    assert after.round == 2 and np.isnan(summary.alignment_after)
+    for m in ("eeg", "ecg"):
+        assert np.array_equal(after.anchors[m], state.anchors[m]) and np.array_equal(after.heads[m], state.heads[m])
+
+
+def test_a_class_nobody_released_keeps_its_previous_anchor():
+    s = settings()
+    state, _ = aggregate_round(ServerState(), [result("e1", "eeg", 0), result("c1", "ecg", 2)], s)
+    partial = [result("e1", "eeg", 5), result("c1", "ecg", 6)]
+    for r in partial:
+        r.arrays["counts"][2] = 0.0
+        r.arrays["prototypes"][2] = 0.0
+    after, _ = aggregate_round(state, partial, s)
+    cos = float(after.anchors["eeg"][2] @ state.anchors["eeg"][2])
+    assert cos > 0.9  # refined by the alignment, but from the old anchor, not a random vector
