@@ -60,11 +60,18 @@ def test_stage_tilt_shifts_label_balance():
 
 @pytest.mark.parametrize("modality, fmt, channels", [("eeg", "edf", ["Fpz-Cz", "Pz-Oz"]), ("ecg", "wfdb", ["ECG"])])
 def test_task_is_learnable_but_not_trivial(tmp_path, data_cfg, modality, fmt, channels):
-    """A feature baseline beats chance clearly but stays far from perfect: states overlap."""
-    spec = {"seed": 1, "sites": [{"name": "s", "modality": modality, "format": fmt, "sfreq": 100 if modality == "eeg" else 250,
-                                  "channels": channels, "n_subjects": 6, "hours_per_record": 0.4}]}
-    generate_federation(FederationSpec.from_mapping(spec), tmp_path, progress=False)
-    data = load_site(tmp_path / "s", SiteConfig.from_site_dir(tmp_path / "s"), data_cfg.preprocess[modality],
-                     data_cfg.vocabulary, progress=False)
-    result = feature_baseline(data)
-    assert 0.35 < result.balanced_accuracy < 0.92
+    """A feature baseline beats chance clearly but stays far from perfect: states overlap.
+
+    Averaged over three generator seeds: one site's test split holds one or two subjects, so a
+    single seed's score swings widely (ECG, seeds 1-6 here: 0.37 to 0.94).
+    """
+    scores = []
+    for seed in (1, 2, 3):
+        spec = {"seed": seed, "sites": [{"name": "s", "modality": modality, "format": fmt,
+                                         "sfreq": 100 if modality == "eeg" else 250, "channels": channels, "n_subjects": 6,
+                                         "hours_per_record": 0.4}]}
+        generate_federation(FederationSpec.from_mapping(spec), tmp_path / str(seed), progress=False)
+        data = load_site(tmp_path / str(seed) / "s", SiteConfig.from_site_dir(tmp_path / str(seed) / "s"),
+                         data_cfg.preprocess[modality], data_cfg.vocabulary, progress=False)
+        scores.append(feature_baseline(data).balanced_accuracy)
+    assert 0.35 < float(np.mean(scores)) < 0.92, scores
