@@ -14,10 +14,24 @@ def settings(tiny_federation, tmp_path):
 
 def test_deployment_node_config(settings, tiny_federation, tmp_path):
     node = resolve_node({"data-dir": str(tiny_federation / "ecg_a"), "state-dir": str(tmp_path / "st"), "privacy-epsilon": 3.0}, settings)
-    assert node.site.name == "ecg_a" and node.privacy.epsilon == 3.0 and node.state_dir == tmp_path / "st"
-    assert node.allow_weights
+    assert node.site.name == "ecg_a" and node.policy.epsilon == 3.0 and node.state_dir == tmp_path / "st"
+    assert node.policy.share_weights and node.policy.dp_required and not node.policy.share_metrics  # strict defaults
     refuse = resolve_node({"data-dir": str(tiny_federation / "ecg_a"), "state-dir": str(tmp_path / "st"), "share-weights": False}, settings)
-    assert not refuse.allow_weights
+    assert not refuse.policy.share_weights
+
+
+def test_policy_file_beside_the_data_and_node_keys_over_it(settings, tiny_federation, tmp_path):
+    import shutil
+
+    site = tmp_path / "ecg_a"
+    shutil.copytree(tiny_federation / "ecg_a", site)
+    (site / "policy.yaml").write_text("epsilon: 2.0\nunit: subject\nshare_metrics: true\n")
+    node = resolve_node({"data-dir": str(site), "state-dir": str(tmp_path / "st")}, settings)
+    assert (node.policy.epsilon, node.policy.unit, node.policy.share_metrics) == (2.0, "subject", True)
+    node = resolve_node({"data-dir": str(site), "state-dir": str(tmp_path / "st"), "share-metrics": "false"}, settings)
+    assert not node.policy.share_metrics
+    with pytest.raises(ConfigError, match="policy-file"):
+        resolve_node({"data-dir": str(site), "state-dir": str(tmp_path / "st"), "policy-file": str(tmp_path / "none.yaml")}, settings)
 
 
 def test_simulation_partition(settings, tmp_path):

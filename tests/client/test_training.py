@@ -6,6 +6,7 @@ from shared.losses import prototype_loss
 from shared.models.encoder import EncoderConfig, build_encoder
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import PrivacyLedger
+from shared.privacy.sampling import poisson_rate
 
 
 def anchors(n=5, d=32):
@@ -39,9 +40,10 @@ def test_training_stops_at_the_budget(eeg_site_data, tmp_path):
     a, present = anchors()
     cfg = PrivacyConfig(epsilon=2.0)
     ledger = PrivacyLedger(tmp_path / "l.json", cfg)
-    ledger.noise_multiplier = 1.0
-    ledger.spend("dp_sgd_step", 1.0, 64 / len(ds), ledger.affordable_steps(1.0, 64 / len(ds)) - 3)
-    report = dp_train(build_encoder(EncoderConfig(), seed=0), ds, a, present, TrainConfig(local_epochs=5), cfg, ledger)
+    ledger.set_noise_multiplier(1.0)
+    q = poisson_rate(len(ds), 64)  # what the loader samples at, and so what the ledger records
+    ledger.spend("dp_sgd_step", 1.0, q, ledger.affordable_steps(1.0, q) - 3)
+    report = dp_train(build_encoder(EncoderConfig(), seed=0), ds, a, present, TrainConfig(local_epochs=5, batch_size=64), cfg, ledger)
     assert report.stopped_by_budget and report.steps < 3
     assert ledger.epsilon() <= 2.0
     # the reserve for this round's prototype release is still free

@@ -67,7 +67,7 @@ def test_unreadable_or_mismatched_ledger(tmp_path):
     with pytest.raises(ConfigError, match="unreadable"):
         PrivacyLedger(tmp_path / "l.json", PrivacyConfig())
     PrivacyLedger(tmp_path / "m.json", PrivacyConfig()).save()
-    with pytest.raises(ConfigError, match="'rdp' accountant"):
+    with pytest.raises(ConfigError, match="accountant='rdp'"):
         PrivacyLedger(tmp_path / "m.json", PrivacyConfig(accountant="prv"))
 
 
