@@ -13,6 +13,7 @@ import yaml
 from shared.data.config import DataConfig, SiteConfig
 from shared.data.site_check import check_site, format_report
 from shared.errors import ConfigError
+from shared.privacy.policy import POLICY_FILE, SitePolicy
 
 DEFAULT_DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "default.yaml"
 
@@ -23,6 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--site-config", type=Path, help="site settings YAML (default: SITE_DIR/site.yaml)")
     p.add_argument("--data-config", type=Path, default=DEFAULT_DATA_CONFIG,
                    help="the federation's vocabulary and preprocessing (default: %(default)s)")
+    p.add_argument("--policy", type=Path, help="the site's privacy policy YAML (default: SITE_DIR/policy.yaml, else the strict defaults)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-file warnings")
     return p.parse_args(argv)
@@ -35,11 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         site = SiteConfig.from_mapping(yaml.safe_load(args.site_config.read_text())) if args.site_config else SiteConfig.from_site_dir(args.site_dir)
         data_cfg = DataConfig.from_mapping(yaml.safe_load(args.data_config.read_text()))
+        policy_path = args.policy or args.site_dir / POLICY_FILE
+        policy = SitePolicy.from_mapping(yaml.safe_load(policy_path.read_text()) or {}) if policy_path.is_file() else SitePolicy()
+        if args.policy and not args.policy.is_file():
+            raise ConfigError(f"--policy {args.policy} does not exist")
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report = check_site(args.site_dir, site, data_cfg.preprocess[site.modality], data_cfg.vocabulary,
-                        progress=not (args.quiet or args.json))
+                        progress=not (args.quiet or args.json), policy=policy)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.usable else 1
 

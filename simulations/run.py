@@ -18,12 +18,14 @@ import warnings
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from shared.data.config import SiteConfig
 from shared.data.site import SiteData, federation_sites, load_federation_site
 from shared.data.synthetic.federation import MANIFEST, generate_federation
+from shared.privacy.policy import describe_unit
 from shared.runconfig import RunSettings
 from simulations.generate import federation_spec
 from simulations.paths import CONFIG_DIR
@@ -137,6 +139,9 @@ def simulate(cfg: DictConfig) -> dict:
     print("per site (final round): spent epsilon, bytes sent per round, within-site balanced accuracy per method:")
     print(report.sites_table(site_rows, within))
     print()
+    if settings.privacy.enabled:
+        k = max(int(np.unique(d.dataset("train").subject.astype(str), return_counts=True)[1].max()) for d in sites)
+        print(describe_unit(settings.privacy.epsilon, settings.privacy.delta, settings.privacy.unit, k))
     print(f"every site within its budget: {budget_ok}; federated run {fed_wall:.0f} s, total {time.time() - t0:.0f} s; results in {out}")
     return summary
 

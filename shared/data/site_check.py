@@ -12,6 +12,7 @@ from shared.data.config import PreprocessConfig, SiteConfig
 from shared.data.site import load_site
 from shared.data.split import SPLITS
 from shared.errors import SiteError
+from shared.privacy.policy import SitePolicy, describe_unit
 
 
 @dataclass
@@ -32,6 +33,8 @@ class SiteReport:
     dropped: dict[str, int] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    max_windows_per_subject: int = 0
+    privacy: str = ""
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("site", "site_dir")}
@@ -41,8 +44,8 @@ class SiteReport:
 
 
 def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessConfig, vocabulary: Sequence[str],
-               min_windows_per_label: int = 1, progress: bool = True) -> SiteReport:
-    """Read every record of the site (no cache, nothing written) and summarise it."""
+               min_windows_per_label: int = 1, progress: bool = True, policy: SitePolicy | None = None) -> SiteReport:
+    """Read every record of the site (no cache, nothing written) and summarise it, with what its privacy policy means per patient."""
     site_dir = Path(site_dir)
     try:
         data = load_site(site_dir, site, preprocess, vocabulary, cache_dir=None, progress=progress)
@@ -56,6 +59,10 @@ def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessCon
         sampling_rates=sorted({r.sfreq for r in data.records}), durations_s=[r.duration_s for r in data.records],
         windows=windows, unmapped=dict(data.unmapped), dropped=dict(data.dropped), skipped=data.skipped,
     )
+    _, per_subject = np.unique(np.asarray(data.subject).astype(str), return_counts=True)
+    report.max_windows_per_subject = int(per_subject.max()) if len(per_subject) else 0
+    policy = policy or SitePolicy()
+    report.privacy = describe_unit(policy.epsilon, policy.delta, policy.unit, report.max_windows_per_subject)
     empty = [k for k, v in windows["all"].items() if v < min_windows_per_label]
     if empty:
         report.warnings.append(f"labels with fewer than {min_windows_per_label} window(s): {empty}")
@@ -76,6 +83,7 @@ def format_report(r: SiteReport) -> str:
             f"channels    {', '.join(r.channels)}",
             f"rates       {', '.join(f'{f:g} Hz' for f in r.sampling_rates)}",
             f"duration    {d.sum() / 3600:.2f} h in all, {d.min() / 60:.1f}-{d.max() / 60:.1f} min per record",
+            f"privacy     {r.privacy}",
             "windows per shared label:",
             "  " + f"{'label':8s}" + "".join(f"{s:>8s}" for s in (*SPLITS, "all")),
         ]

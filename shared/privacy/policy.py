@@ -99,5 +99,22 @@ def enforce(policy: SitePolicy, request: RoundRequest) -> PrivacyConfig:
     return p
 
 
-def with_overrides(policy: SitePolicy, values: Mapping[str, Any]) -> SitePolicy:
-    return dataclasses.replace(policy, **values) if values else policy
+def group_guarantee(epsilon: float, delta: float, k: int) -> tuple[float, float]:
+    """(epsilon, delta)-DP per window gives a group of k windows (one patient's) (k eps, k e^((k-1) eps) delta)-DP.
+
+    The standard group-privacy bound (Dwork & Roth 2014, Thm 2.2 and its (eps, delta) form); it is
+    loose, but it is what window-level DP promises a patient. A delta of 1 or more means no guarantee.
+    """
+    k = max(int(k), 1)
+    return k * epsilon, min(1.0, k * math.exp(min((k - 1) * epsilon, 700.0)) * delta)
+
+
+def describe_unit(policy_epsilon: float, delta: float, unit: str, max_windows_per_subject: int) -> str:
+    """One line a site reads before it joins: what its budget means for one patient."""
+    if unit == "subject":
+        return f"privacy unit: subject (patient); each patient is protected at epsilon {policy_epsilon:g}, delta {delta:g}"
+    g_eps, g_delta = group_guarantee(policy_epsilon, delta, max_windows_per_subject)
+    meaning = "no meaningful guarantee" if g_delta >= 1.0 else f"delta {g_delta:.2g}"
+    return (f"privacy unit: window; epsilon {policy_epsilon:g} per 30-s window, but one patient contributes up to "
+            f"{max_windows_per_subject} windows: per patient, group privacy gives epsilon {g_eps:g} ({meaning}); "
+            "set unit: subject in policy.yaml to protect patients")

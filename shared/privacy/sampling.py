@@ -47,7 +47,7 @@ class SubjectPoissonSampler:
         for _ in range(self.steps):
             chosen = torch.rand(len(self.windows), generator=self.generator) < self.sample_rate
             picks = []
-            for k in torch.flatnonzero(chosen).tolist():
+            for k in torch.nonzero(chosen).flatten().tolist():
                 idx = self.windows[k]
                 picks.append(int(idx[torch.randint(len(idx), (1,), generator=self.generator)]))
             yield picks

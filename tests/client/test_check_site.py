@@ -45,3 +45,24 @@ def test_real_folder_reports_reads_and_skips(real_dir, tmp_path, capsys):
     assert "records     1 read, 1 skipped" in out and "rates       360 Hz" in out
     assert "s0010_re.hea: channels ['i', 'ii'" in out  # 15 PTB leads cannot join a 2-lead site
     assert "windows without a usable label" not in out  # nothing counted from the skipped record
+
+
+def test_the_check_says_what_the_budget_means_per_patient(tiny_federation, tmp_path, capsys):
+    assert main([str(tiny_federation / "eeg_a"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    k = report["max_windows_per_subject"]
+    assert k >= 10 and f"up to {k} windows" in report["privacy"] and f"epsilon {8 * k:g}" in report["privacy"]
+    folder = tmp_path / "eeg_a"
+    shutil.copytree(tiny_federation / "eeg_a", folder)
+    (folder / "policy.yaml").write_text("unit: subject\nepsilon: 4.0\n")
+    assert main([str(folder), "--quiet"]) == 0
+    assert "privacy unit: subject (patient); each patient is protected at epsilon 4" in capsys.readouterr().out
+
+
+def test_group_guarantee_is_the_standard_bound():
+    from shared.privacy.policy import group_guarantee
+
+    assert group_guarantee(1.0, 1e-5, 1) == (1.0, 1e-5)
+    eps, delta = group_guarantee(0.5, 1e-6, 3)
+    assert eps == 1.5 and abs(delta - 3 * 2.718281828 * 1e-6) < 1e-9
+    assert group_guarantee(8.0, 1e-5, 60)[1] == 1.0  # 60 windows at epsilon 8: nothing is promised

@@ -57,3 +57,23 @@ def test_without_dp_epsilon_is_infinite(eeg_site_data, tmp_path):
     report = dp_train(build_encoder(EncoderConfig(), seed=0), ds, a, present, TrainConfig(local_epochs=1), cfg,
                       PrivacyLedger(tmp_path / "l.json", cfg))
     assert report.epsilon == float("inf") and report.noise_multiplier is None and report.steps > 0
+
+
+def test_subject_unit_trains_and_records_the_subject_sample_rate(eeg_site_data, tmp_path):
+    ds = eeg_site_data.dataset("train")
+    a, present = anchors()
+    cfg = PrivacyConfig(epsilon=8.0, unit="subject")
+    ledger = PrivacyLedger(tmp_path / "l.json", cfg)
+    n_subjects = len(set(ds.subject))
+    report = dp_train(build_encoder(EncoderConfig(), seed=0), ds, a, present, TrainConfig(local_epochs=2, batch_size=2), cfg, ledger)
+    assert report.steps > 0 and 0 < report.epsilon <= 8.0
+    assert {q for _, q, _ in ledger.entries} == {poisson_rate(n_subjects, 2)}
+
+
+def test_window_unit_records_the_loaders_sample_rate(eeg_site_data, tmp_path):
+    ds = eeg_site_data.dataset("train")
+    a, present = anchors()
+    cfg = PrivacyConfig(epsilon=8.0)
+    ledger = PrivacyLedger(tmp_path / "l.json", cfg)
+    dp_train(build_encoder(EncoderConfig(), seed=0), ds, a, present, TrainConfig(local_epochs=1, batch_size=128), cfg, ledger)
+    assert {q for _, q, _ in ledger.entries} == {1 / np.ceil(len(ds) / 128)}

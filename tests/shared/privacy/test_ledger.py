@@ -5,7 +5,7 @@ import pytest
 
 from shared.errors import ConfigError
 from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import BudgetExceeded, PrivacyLedger, calibrate_noise
+from shared.privacy.ledger import BudgetExceeded, LedgerIntegrityError, PrivacyLedger, calibrate_noise
 
 
 def test_golden_rdp_epsilon(tmp_path):
@@ -92,3 +92,67 @@ def test_prv_accountant_is_available(tmp_path):
     ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=100, accountant="prv"))
     ledger.spend("dp_sgd_step", 1.5, 0.04, 2250)
     assert 5.0 < ledger.epsilon() < 7.3291  # PRV is tighter than RDP for the same mechanism
+
+
+def _spent(tmp_path, cfg=None):
+    cfg = cfg or PrivacyConfig(epsilon=8.0)
+    ledger = PrivacyLedger(tmp_path / "l.json", cfg)
+    ledger.spend("dp_sgd_step", 1.0, 0.1, 50, round_no=1)
+    ledger.spend("prototype_release", 5.0, 1.0, 1, round_no=1)
+    return ledger
+
+
+def test_an_edited_step_count_is_refused(tmp_path):
+    import json
+
+    _spent(tmp_path)
+    state = json.loads((tmp_path / "l.json").read_text())
+    state["events"][0]["steps"] = 5  # someone makes the site look fresher than it is
+    (tmp_path / "l.json").write_text(json.dumps(state))
+    with pytest.raises(LedgerIntegrityError, match="entry 1 was edited"):
+        PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0))
+
+
+def test_a_truncated_or_rolled_back_ledger_is_refused(tmp_path):
+    import json
+    import shutil
+
+    _spent(tmp_path)
+    shutil.copy(tmp_path / "l.json", tmp_path / "backup.json")
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0))
+    for _ in range(3):
+        ledger.spend("dp_sgd_step", 1.0, 0.1, 10, round_no=2)
+    shutil.copy(tmp_path / "backup.json", tmp_path / "l.json")  # an older copy restored over the newer
+    with pytest.raises(LedgerIntegrityError, match="older copy"):
+        PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0))
+    state = json.loads((tmp_path / "backup.json").read_text())
+    assert len(state["events"]) == 2
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "dangling link"])
+def test_a_lost_ledger_is_refused_while_the_folder_shows_earlier_work(tmp_path, damage):
+    _spent(tmp_path)
+    path = tmp_path / "l.json"
+    path.unlink()
+    if damage == "emptied":
+        path.write_text("")
+    elif damage == "dangling link":
+        path.symlink_to(tmp_path / "nowhere.json")
+    with pytest.raises(LedgerIntegrityError, match="earlier work"):
+        PrivacyLedger(path, PrivacyConfig(epsilon=8.0))
+    encoder_only = tmp_path / "other"
+    encoder_only.mkdir()
+    (encoder_only / "encoder.pt").write_bytes(b"x")
+    with pytest.raises(LedgerIntegrityError, match="encoder.pt"):
+        PrivacyLedger(encoder_only / "l.json", PrivacyConfig(), earlier_work=[encoder_only / "encoder.pt"])
+    assert PrivacyLedger(tmp_path / "fresh" / "l.json", PrivacyConfig()).epsilon() == 0.0  # a fresh site starts at zero
+
+
+def test_delta_and_unit_are_fixed_for_a_ledgers_life(tmp_path):
+    _spent(tmp_path)
+    with pytest.raises(ConfigError, match="delta"):
+        PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0, delta=1e-4))
+    with pytest.raises(ConfigError, match="unit"):
+        PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0, unit="subject"))
+    again = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0))
+    assert again.counts == {"dp_sgd_step": 50, "prototype_release": 1} and again.rounds() == {1}

@@ -1,0 +1,51 @@
+"""Every objective used under DP-SGD depends on one sample only: per-sample clipping then bounds each sample."""
+
+import torch
+from opacus import GradSampleModule
+
+from client.training import TrainConfig, _loss
+from shared.losses import orthogonality
+from shared.models.encoder import EncoderConfig, build_encoder
+
+
+def per_sample_grads(model, x, y, anchors, present):
+    gsm = GradSampleModule(model)
+    gsm.zero_grad()
+    for p in gsm.parameters():
+        p.grad_sample = None
+    _loss(gsm, x, y, anchors, present, None, TrainConfig(orth_weight=1.0)).backward()
+    return {n: p.grad_sample[0].clone() for n, p in gsm.named_parameters() if p.grad_sample is not None}
+
+
+def test_sample_is_gradient_does_not_change_when_sample_j_changes():
+    cfg = EncoderConfig(d_model=16, n_heads=2, n_layers=1, embed_dim=8, specific_dim=8, dropout=0.0)
+    anchors = torch.nn.functional.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    present = torch.ones(5, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 30, 100, generator=gen)
+    y = torch.tensor([0, 2, 4])
+    x2, y2 = x.clone(), y.clone()
+    x2[1], y2[1] = torch.randn(2, 30, 100, generator=gen), 3  # sample j=1 replaced; sample i=0 untouched
+    a = per_sample_grads(build_encoder(cfg, seed=0).train(), x, y, anchors, present)
+    b = per_sample_grads(build_encoder(cfg, seed=0).train(), x2, y2, anchors, present)
+    assert a.keys() == b.keys() and len(a) > 5
+    for name in a:  # scaled by the batch size under mean reduction, which is unchanged
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+
+
+def test_misa_batch_form_would_couple_samples():
+    """The batch form ||inv^T spec||_F^2 mixes samples; the per-sample form does not."""
+    inv, spec = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8)
+    orthogonality(inv, spec).backward()
+    per_sample = inv.grad.clone()
+    inv.grad = None
+    spec2 = spec.clone()
+    spec2[3] = torch.randn(8)
+    orthogonality(inv, spec2).backward()
+    assert torch.allclose(per_sample[0], inv.grad[0])
+    inv.grad = None
+    ((inv.T @ spec).pow(2).sum() / 16).backward()
+    batch_form = inv.grad.clone()
+    inv.grad = None
+    ((inv.T @ spec2).pow(2).sum() / 16).backward()
+    assert not torch.allclose(batch_form[0], inv.grad[0])
