@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -58,12 +57,13 @@ def default_run_epsilon(site_windows: int) -> tuple[float, float, int]:
     """Epsilon after one round and after all planned rounds of the default settings, for a site of `site_windows` train windows."""
     from shared.privacy.ledger import calibrate_noise
     from shared.privacy.release import effective_release_sigma
+    from shared.privacy.sampling import poisson_rate
 
     privacy = PrivacyConfig(**load_yaml("privacy/default.yaml"))
     train = load_yaml("training/default.yaml")
     rounds = int(load_yaml("simulate.yaml")["federation_rounds"])
-    q = train["batch_size"] / site_windows
-    steps = math.ceil(1 / q) * train["local_epochs"]
+    q = poisson_rate(site_windows, train["batch_size"])  # what Opacus' Poisson loader samples at
+    steps = round(1 / q) * train["local_epochs"]
     with tempfile.TemporaryDirectory() as tmp:
         ledger = PrivacyLedger(Path(tmp) / "l.json", privacy)
         sigma = calibrate_noise(ledger, q, steps, rounds, effective_release_sigma(privacy.proto_noise_multiplier))
