@@ -80,11 +80,8 @@ def query_sites(grid: Grid, node_ids: list[int], timeout_s: float) -> dict[int, 
         if reply.has_error():
             log.warning("a node failed the query: error %s (%s)", reply.error.code, reply.error.reason[:200])
             continue
-        try:
-            records = message_records(reply.content)
-            problems = reply_problems("query", records, None) or ([] if "info" in records else ["no 'info' record"])
-        except Exception as err:  # noqa: BLE001
-            problems = [f"unreadable reply ({type(err).__name__})"]
+        records, problems = checked_records(reply, "query", None)
+        problems = problems or ([] if "info" in records else ["no 'info' record"])
         if problems:
             log.warning("node %s: query reply dropped: %s", reply.metadata.src_node_id, "; ".join(problems[:5]))
             continue
@@ -160,13 +157,18 @@ def reply_spec(settings: RunSettings, modality: str) -> ReplySpec:
                      epsilon_budget=settings.privacy.epsilon if settings.privacy.enabled else None)
 
 
-def checked_result(reply: Message, site: dict[str, str], settings: RunSettings) -> tuple[SiteResult | None, list[str]]:
-    """The reply as a SiteResult, or the reasons it is dropped; nothing in a reply can raise here."""
+def checked_records(reply: Message, kind: str, spec: ReplySpec | None) -> tuple[dict, list[str]]:
+    """A reply's records as plain values and what makes them undocumented; nothing in a reply can raise here."""
     try:
         records = message_records(reply.content)
-        problems = reply_problems("train", records, reply_spec(settings, site["modality"]))
+        return records, reply_problems(kind, records, spec)
     except Exception as err:  # noqa: BLE001 - the server trusts no reply, whatever its form
-        return None, [f"unreadable reply ({type(err).__name__})"]
+        return {}, [f"unreadable reply ({type(err).__name__})"]
+
+
+def checked_result(reply: Message, site: dict[str, str], settings: RunSettings) -> tuple[SiteResult | None, list[str]]:
+    """The reply as a SiteResult, or the reasons it is dropped; nothing in a reply can raise here."""
+    records, problems = checked_records(reply, "train", reply_spec(settings, site["modality"]))
     if problems:
         return None, problems
     return SiteResult(site=site["site"], modality=site["modality"], arrays=dict(records["release"][1]),
@@ -188,11 +190,7 @@ def evaluate_sites(grid: Grid, state: ServerState, sites: dict[int, dict[str, st
         src = reply.metadata.src_node_id
         if reply.has_error() or src not in sites:
             continue
-        try:
-            records = message_records(reply.content)
-            problems = reply_problems("evaluate", records, reply_spec(settings, sites[src]["modality"]))
-        except Exception as err:  # noqa: BLE001
-            problems = [f"unreadable reply ({type(err).__name__})"]
+        records, problems = checked_records(reply, "evaluate", reply_spec(settings, sites[src]["modality"]))
         if problems:
             log.warning("round %d: evaluation of %s dropped: %s", rnd, sites[src]["site"], "; ".join(problems[:5]))
             continue

@@ -146,7 +146,28 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         classes_per_modality={m: int(p.present.sum()) for m, p in protos.items()},
         train_loss=_mean_loss(results),
     )
-    return new, summary
+    return _keep_finite(state, new), summary
+
+
+def _keep_finite(old: ServerState, new: ServerState) -> ServerState:
+    """Last guard: a non-finite anchor, head or weight never reaches the broadcast; the previous value stays."""
+    for attr in ("anchors", "heads"):
+        table = getattr(new, attr)
+        for m, arr in list(table.items()):
+            if not np.all(np.isfinite(arr)):
+                log.error("round %d: non-finite %s for %s; keeping round %d's", new.round, attr, m, old.round)
+                table[m] = getattr(old, attr).get(m, np.eye(arr.shape[-1], dtype=np.float32) if attr == "heads" else arr)
+                if attr == "anchors" and m not in old.anchors:
+                    del table[m]
+                    new.present.pop(m, None)
+    for m, w in list(new.weights.items()):
+        if not all(np.all(np.isfinite(v)) for v in w.values()):
+            log.error("round %d: non-finite averaged weights for %s; keeping round %d's", new.round, m, old.round)
+            if m in old.weights:
+                new.weights[m] = old.weights[m]
+            else:
+                del new.weights[m]
+    return new
 
 
 def _mean_loss(results: list[SiteResult]) -> float:

@@ -92,3 +92,12 @@ def test_a_class_nobody_released_keeps_its_previous_anchor():
     after, _ = aggregate_round(state, partial, s)
     cos = float(after.anchors["eeg"][2] @ state.anchors["eeg"][2])
     assert cos > 0.9  # refined by the alignment, but from the old anchor, not a random vector
+
+
+def test_non_finite_aggregates_never_reach_the_broadcast():
+    s = settings(share_weights=True)
+    state, _ = aggregate_round(ServerState(), [result("e1", "eeg", 0, 1.0), result("c1", "ecg", 2, 2.0)], s)
+    bad = [result("e1", "eeg", 3, np.inf), result("c1", "ecg", 4, 2.0)]  # slipped past every check, somehow
+    after, _ = aggregate_round(state, bad, s)
+    assert np.array_equal(after.weights["eeg"]["w"], state.weights["eeg"]["w"])
+    assert all(np.all(np.isfinite(a)) for a in after.anchors.values())
