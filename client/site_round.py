@@ -24,6 +24,7 @@ from shared.data.site import SiteData
 from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import BudgetExceeded, PrivacyLedger
+from shared.privacy.policy import PolicyRefusal
 from shared.privacy.release import PrototypeRelease, effective_release_sigma, release_prototypes
 from shared.protocol import WEIGHT_PREFIX, GlobalState, ReplySpec, check_reply, pack_global
 
@@ -72,8 +73,18 @@ def open_ledger(state_dir: Path, privacy_cfg: PrivacyConfig) -> PrivacyLedger:
                          earlier_work=[state_dir / ENCODER_FILE, state_dir / REPLIES_DIR, state_dir / LAST_GLOBAL_FILE])
 
 
-def _reply_path(state_dir: Path, round_no: int) -> Path:
-    return state_dir / REPLIES_DIR / f"round_{round_no:05d}.npz"
+def request_key(round_no: int, glob: GlobalState, *settings: object) -> str:
+    """What identifies one request: the round, the broadcast and the settings. A coordinator that
+    resumes from its checkpoint sends the same again; another federation, or another broadcast, does not."""
+    h = hashlib.sha256(f"{round_no}|{settings!r}".encode())
+    for name, arr in sorted(pack_global(glob).items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:24]
+
+
+def _reply_path(state_dir: Path, round_no: int, key: str) -> Path:
+    return state_dir / REPLIES_DIR / f"round_{round_no:05d}_{key}.npz"
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray], metrics: dict[str, float] | None = None) -> None:
@@ -85,8 +96,8 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray], metrics: dict[str, floa
     os.replace(tmp, path)
 
 
-def cached_reply(state_dir: Path, round_no: int) -> SiteReply | None:
-    path = _reply_path(state_dir, round_no)
+def cached_reply(state_dir: Path, round_no: int, key: str) -> SiteReply | None:
+    path = _reply_path(state_dir, round_no, key)
     if round_no <= 0 or not path.is_file():
         return None
     with np.load(path) as npz:
@@ -102,24 +113,29 @@ def empty_release(n_classes: int, dim: int) -> PrototypeRelease:
 def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig, train_cfg: TrainConfig,
                 privacy_cfg: PrivacyConfig, glob: GlobalState, share_weights: bool = False,
                 report_train_loss: bool = False, round_no: int = 0, anchor_key: str | None = None,
-                rng: np.random.Generator | None = None) -> SiteReply:
+                rng: np.random.Generator | None = None, max_releases: int | None = None) -> SiteReply:
     """Train on the train split, release privatised prototypes of it, and return the checked reply.
 
     Before the server has sent anchors the site trains against its own: random unit vectors
     seeded by `anchor_key` (the site's name by default; a federation passes the modality, so
     same-modality sites start in one space and cross-modal agreement is left to the alignment).
-    A site out of budget answers with an empty, valid release. `round_no` > 0 identifies the
-    round: asked again, the site replays its earlier reply and spends nothing. `rng` fixes the
+    A site out of budget answers with an empty, valid release. `round_no` > 0 numbers the round:
+    the same round asked again with the same broadcast and settings (a coordinator resuming from
+    its checkpoint) gets the earlier reply, and nothing is spent. `rng` fixes the
     release noise (tests only); by default it is drawn from a generator seeded by the OS.
+    `max_releases` (the policy's max_rounds) refuses a new round once that many releases are in the ledger.
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    replay = cached_reply(state_dir, round_no)
+    key = request_key(round_no, glob, model_cfg, train_cfg, privacy_cfg, share_weights, report_train_loss)
+    replay = cached_reply(state_dir, round_no, key)
     if replay is not None:
         log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", data.site.name, round_no)
         return replay
     n_classes, dim = len(data.vocabulary), model_cfg.embed_dim
     ledger = open_ledger(state_dir, privacy_cfg)
+    if max_releases is not None and ledger.counts.get("prototype_release", 0) >= max_releases:
+        raise PolicyRefusal("max_rounds", "the site has taken part in as many rounds as its policy allows")
     anchors = glob.anchors if glob.anchors is not None else local_anchors(anchor_key or data.site.name, n_classes, dim)
     present = glob.present if glob.present is not None else np.ones(n_classes, bool)
     head = torch.from_numpy(np.asarray(glob.head, np.float32)) if glob.head is not None else None
@@ -168,5 +184,5 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
                      forbidden_sizes=frozenset({int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y)}))
     check_reply(arrays, metrics, spec)
     if round_no > 0:
-        _save_npz(_reply_path(state_dir, round_no), arrays, metrics)
+        _save_npz(_reply_path(state_dir, round_no, key), arrays, metrics)
     return SiteReply(arrays, metrics, report)

@@ -120,9 +120,10 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
             if steps >= budget_steps:
                 stopped = True
                 break
-            if len(y) == 0:  # Poisson sampling can draw an empty batch; it still counts as a step
+            if len(y) == 0:  # Poisson sampling can draw an empty batch: still a step, and still a noisy update
                 if sigma is not None:
                     ledger.record("dp_sgd_step", sigma, q, round_no=round_no)
+                    _noise_only_step(trainable, optimizer)
                 steps += 1
                 continue
             optimizer.zero_grad()
@@ -155,6 +156,19 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
         last_epoch_loss=epoch_means[-1] if epoch_means else float("nan"),
         stopped_by_budget=stopped, noise_multiplier=sigma, epsilon=ledger.epsilon(),
     )
+
+
+def _noise_only_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The DP-SGD update of an empty batch: zero per-sample gradients, so the update is the Gaussian noise alone.
+
+    Skipping the update instead would make the model depend on whether the batch was empty,
+    which is not the mechanism the accountant analyses.
+    """
+    optimizer.zero_grad()
+    for p in module.parameters():
+        if p.requires_grad:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+    optimizer.step()
 
 
 @torch.no_grad()

@@ -116,3 +116,21 @@ def test_allow_list_refuses_sample_sized_or_unknown_content():
         check_reply(ok | {"counts": np.full(5, np.nan, np.float32)}, metrics, spec)
     with pytest.raises(DisallowedReply, match="finite bounded scalar"):
         check_reply(ok, metrics | {"epsilon": np.zeros(120)}, spec)
+
+
+def test_a_new_broadcast_for_a_seen_round_number_is_a_new_request(eeg_site_data, tmp_path):
+    cfg = PrivacyConfig(epsilon=8.0)
+    train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), round_no=1)
+    anchors = np.eye(5, 16, dtype=np.float32)
+    other = train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(anchors, np.ones(5, bool)), round_no=1)
+    assert not other.replayed  # another federation's round 1 is not answered with this one's
+
+
+def test_the_policy_caps_how_many_rounds_a_site_takes_part_in(eeg_site_data, tmp_path):
+    from shared.privacy.policy import PolicyRefusal
+
+    cfg = PrivacyConfig(epsilon=8.0)
+    train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), round_no=1, max_releases=1)
+    assert train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), round_no=1, max_releases=1).replayed
+    with pytest.raises(PolicyRefusal, match="max_rounds"):
+        train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), round_no=2, max_releases=1)
