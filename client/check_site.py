@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.data.config import DataConfig, SiteConfig
+from shared.data.config import DataConfig, SiteConfig, check_label_map
 from shared.data.site_check import check_site, format_report
 from shared.errors import ConfigError
 from shared.privacy.policy import POLICY_FILE, SitePolicy
@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = check_site(args.site_dir, site, data_cfg.preprocess[site.modality], data_cfg.vocabulary,
-                        progress=not (args.quiet or args.json), policy=policy)
+    try:
+        check_label_map(site, data_cfg.vocabulary)
+        report = check_site(args.site_dir, site, data_cfg.preprocess[site.modality], data_cfg.vocabulary,
+                            progress=not (args.quiet or args.json), policy=policy)
+    except ConfigError as err:  # a settings error found while reading is still a settings error: exit 2, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.usable else 1
 

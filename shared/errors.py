@@ -25,9 +25,10 @@ class RecordError(FedXAlignError):
 class SiteError(FedXAlignError):
     """A whole site folder is unusable (no readable record, labels that map to nothing, ...)."""
 
-    def __init__(self, site_dir: str | Path, reason: str) -> None:
+    def __init__(self, site_dir: str | Path, reason: str, skipped: list[tuple[str, str]] | None = None) -> None:
         self.site_dir = Path(site_dir)
         self.reason = reason
+        self.skipped = skipped or []  # (file, why) of every record that was skipped on the way
         super().__init__(f"site {self.site_dir}: {reason}")
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -178,3 +178,10 @@ class DataConfig:
             preprocess={m: PreprocessConfig.from_mapping(v) for m, v in values["preprocess"].items()},
             split=build(SplitConfig, values.get("split", {}), "split"),
         )
+
+
+def check_label_map(site: SiteConfig, vocabulary: Sequence[str]) -> None:
+    """A settings error, before any file is read: every label_map target must be in the federation's vocabulary."""
+    unknown = sorted(set(site.label_map.values()) - set(vocabulary))
+    if unknown:
+        raise ConfigError(f"site {site.name!r}: label_map targets {unknown} are not in the shared vocabulary {list(vocabulary)}")

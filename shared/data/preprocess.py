@@ -11,7 +11,7 @@ import mne
 import numpy as np
 from scipy.signal import resample_poly
 
-from shared.data.config import PreprocessConfig, SiteConfig
+from shared.data.config import PreprocessConfig, SiteConfig, check_label_map
 from shared.data.readers.base import Annotation, RawRecord
 from shared.errors import ConfigError, RecordError
 
@@ -146,9 +146,7 @@ def preprocess_record(
     record: RawRecord, site: SiteConfig, cfg: PreprocessConfig, vocabulary: Sequence[str]
 ) -> RecordWindows:
     """Pick, check, resample, filter, cut into windows, label and normalise one record."""
-    unknown = sorted(set(site.label_map.values()) - set(vocabulary))
-    if unknown:
-        raise ConfigError(f"site {site.name!r}: label_map targets {unknown} are not in the shared vocabulary {list(vocabulary)}")
+    check_label_map(site, vocabulary)
     data, names = pick_channels(record, site.channels)
     check_signals(record, data, names, cfg)
     data = resample_and_filter(data, record.sfreq, cfg)

@@ -24,7 +24,7 @@ from shared.errors import RecordError, SiteError
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.tsv"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: meta carries label_note
 
 
 @dataclass
@@ -182,6 +182,7 @@ def load_site(
                                    [str(f) for f in raw.files]).__dict__,
                 "unmapped": dict(win.unmapped),
                 "dropped": dict(win.dropped),
+                "label_note": raw.label_note,
             }
             entry = {"x": win.x, "y": win.y, "onsets": win.onsets, "meta": meta}
             if entry_path:
@@ -194,7 +195,9 @@ def load_site(
             skipped.append((str(path), f"channels {info.ch_names} differ from the site's {ch_ref}; set 'channels' in the site config"))
             continue
         if info.n_windows == 0:
-            skipped.append((str(path), f"no window carries a mapped label (annotations seen: {sorted(entry['meta']['unmapped']) or 'none'})"))
+            seen = sorted(entry["meta"]["unmapped"]) or "none"
+            note = entry["meta"].get("label_note") or ""
+            skipped.append((str(path), f"no window carries a mapped label ({note or f'annotations seen: {seen}'})"))
             continue
         dropped.update(entry["meta"]["dropped"])
         info.subject = resolve_subject(info.name, info.subject or None, table, site.subject_regex)
@@ -202,9 +205,10 @@ def load_site(
     if not parts:
         seen = sorted(unmapped)
         if seen and not any(r for r in skipped if "no window" not in r[1]):
-            raise SiteError(site_dir, f"the label map maps none of the annotation names found ({seen[:20]}); label_map keys: {sorted(site.label_map)}")
+            raise SiteError(site_dir, f"the label map maps none of the annotation names found ({seen[:20]}); "
+                                      f"label_map keys: {sorted(site.label_map)}", skipped)
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:10])
-        raise SiteError(site_dir, f"no usable record ({len(skipped)} skipped: {reasons})")
+        raise SiteError(site_dir, f"no usable record ({len(skipped)} skipped: {reasons})", skipped)
     infos = [p["info"] for p in parts]
     assignment = split_subjects([i.subject for i in infos], val_frac, test_frac, split_seed)
     n_per = [len(p["y"]) for p in parts]

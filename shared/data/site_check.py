@@ -50,7 +50,7 @@ def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessCon
     try:
         data = load_site(site_dir, site, preprocess, vocabulary, cache_dir=None, progress=progress)
     except SiteError as err:
-        return SiteReport(site=site, site_dir=site_dir, usable=False, problem=err.reason)
+        return SiteReport(site=site, site_dir=site_dir, usable=False, problem=err.reason, skipped=list(err.skipped))
     windows = {s: data.class_counts(s) for s in SPLITS}
     windows["all"] = data.class_counts()
     report = SiteReport(

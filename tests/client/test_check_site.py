@@ -66,3 +66,32 @@ def test_group_guarantee_is_the_standard_bound():
     eps, delta = group_guarantee(0.5, 1e-6, 3)
     assert eps == 1.5 and abs(delta - 3 * 2.718281828 * 1e-6) < 1e-9
     assert group_guarantee(8.0, 1e-5, 60)[1] == 1.0  # 60 windows at epsilon 8: nothing is promised
+
+
+def test_a_label_map_outside_the_vocabulary_is_a_settings_error(tiny_federation, tmp_path, capsys):
+    folder = tmp_path / "eeg_a"
+    shutil.copytree(tiny_federation / "eeg_a", folder)
+    import yaml
+
+    cfg = tmp_path / "site.yaml"
+    values = yaml.safe_load((folder / "site.yaml").read_text())
+    values["label_map"] = dict(values["label_map"]) | {"Sleep stage ?": "Unknown"}
+    cfg.write_text(yaml.safe_dump(values))
+    assert main([str(folder), "--site-config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "label_map targets ['Unknown'] are not in the shared vocabulary" in err and "Traceback" not in err
+
+
+def test_a_missing_annotation_file_is_named_and_skipped_records_reach_the_json(tiny_federation, tmp_path, capsys):
+    folder = tmp_path / "ecg_a"
+    shutil.copytree(tiny_federation / "ecg_a", folder)
+    import yaml
+
+    ext = yaml.safe_load((folder / "site.yaml").read_text()).get("annotation_extension", "st")
+    for ann in folder.glob(f"*.{ext}"):
+        ann.unlink()
+    assert main([str(folder), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["usable"] and len(report["skipped"]) == 4
+    path, why = report["skipped"][0]
+    assert f".{ext} not found" in why and path.endswith(".hea")  # the file looked for, by name

@@ -35,6 +35,7 @@ class RawRecord:
     subject: str | None = None
     files: list[Path] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
+    label_note: str = ""  # why there are no annotations, naming the file looked for (empty when they were read)
 
     @property
     def duration_s(self) -> float:

@@ -43,6 +43,8 @@ def read_wfdb(path: Path, site: SiteConfig) -> RawRecord:
         raise RecordError(path, "record holds no samples")
     annotations: list[Annotation] = []
     ann_path = record_path.with_suffix("." + site.annotation_extension)
+    label_note = "" if ann_path.is_file() else (
+        f"annotation file {ann_path.name} not found (annotation_extension {site.annotation_extension!r})")
     if ann_path.is_file():
         try:
             ann = wfdb.rdann(str(record_path), site.annotation_extension)
@@ -67,6 +69,7 @@ def read_wfdb(path: Path, site: SiteConfig) -> RawRecord:
         subject=subject,
         files=files,
         comments=list(rec.comments or []),
+        label_note=label_note,
     )
 
 
