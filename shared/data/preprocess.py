@@ -59,10 +59,11 @@ def check_signals(record: RawRecord, data: np.ndarray, names: list[str], cfg: Pr
     flat = [n for n, s in zip(names, data.std(axis=1)) if s <= cfg.flat_std]
     if flat:
         raise RecordError(record.path, f"flat channel(s) {flat} (standard deviation <= {cfg.flat_std})")
-    if record.sfreq < cfg.sfreq:
+    slow = [f"{n} ({record.channel_rate(n):g} Hz)" for n in names if record.channel_rate(n) < cfg.sfreq]
+    if slow:  # each picked channel's own rate decides, whatever its neighbours' rates
         raise RecordError(
             record.path,
-            f"sampling rate {record.sfreq:g} Hz is below the federation's {cfg.sfreq:g} Hz; "
+            f"sampling rate of channel(s) {slow} is below the federation's {cfg.sfreq:g} Hz; "
             "upsampling would invent content the recording does not hold",
         )
     if record.duration_s < cfg.window_s:

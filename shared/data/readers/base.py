@@ -21,7 +21,9 @@ class Annotation:
 class RawRecord:
     """One recording as read from disk, before any preprocessing.
 
-    `signals` has shape (n_channels, n_samples) in the unit named per channel in `units`.
+    `signals` has shape (n_channels, n_samples) at `sfreq`, in the unit named per channel in
+    `units`; a channel recorded at a lower rate (multi-rate EDF, multi-frequency WFDB) has been
+    brought up to `sfreq` and keeps its own rate in `channel_sfreqs`.
     `files` lists every file the record was read from (header, signal files, annotations).
     """
 
@@ -36,6 +38,13 @@ class RawRecord:
     files: list[Path] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     label_note: str = ""  # why there are no annotations, naming the file looked for (empty when they were read)
+    channel_sfreqs: list[float] | None = None  # each channel's own rate when it differs from `sfreq` (upsampled on read)
+
+    def channel_rate(self, name: str) -> float:
+        """The rate a channel was recorded at, whatever rate it was brought to on reading."""
+        if self.channel_sfreqs is None:
+            return self.sfreq
+        return dict(zip(self.ch_names, self.channel_sfreqs)).get(name, self.sfreq)
 
     @property
     def duration_s(self) -> float:

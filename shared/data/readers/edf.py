@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import mne
@@ -17,8 +18,24 @@ log = logging.getLogger(__name__)
 _HEADER_BYTES = 256
 
 
-def check_edf_header(path: Path, bytes_per_sample: int) -> None:
-    """Raise RecordError when the fixed header is unreadable or disagrees with the file size.
+@dataclass(frozen=True)
+class EdfHeader:
+    """Per-signal fields of an EDF/BDF header that MNE does not expose: label, own sampling rate, physical unit."""
+
+    labels: list[str]
+    rates: list[float]
+    units: list[str]
+
+    def signal_rates(self) -> dict[str, float]:
+        """Rate per signal label, annotation channels left out (MNE leaves them out too)."""
+        return {lab: r for lab, r in zip(self.labels, self.rates) if lab not in ANNOTATION_LABELS}
+
+
+ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
+
+
+def check_edf_header(path: Path, bytes_per_sample: int) -> EdfHeader:
+    """Raise RecordError when the fixed header is unreadable or disagrees with the file size; else the per-signal fields.
 
     MNE only warns when the declared number of data records does not fit the file, and then
     reads a shorter or padded signal; for a federation that is silent data loss, so it is an
@@ -39,14 +56,22 @@ def check_edf_header(path: Path, bytes_per_sample: int) -> None:
         header_len = _HEADER_BYTES * (n_signals + 1)
         if size < header_len:
             raise RecordError(path, f"file is {size} bytes but its header alone declares {header_len} bytes (truncated header)")
-        fh.seek(_HEADER_BYTES + n_signals * 216)
-        raw = fh.read(8 * n_signals).decode("ascii", errors="replace")
+        signal_header = fh.read(_HEADER_BYTES * n_signals).decode("latin-1")
+    field = lambda offset, width, i: signal_header[n_signals * offset + width * i: n_signals * offset + width * (i + 1)].strip()  # noqa: E731
     try:
-        per_record = sum(int(raw[8 * i : 8 * i + 8].strip()) for i in range(n_signals))
+        counts = [int(field(216, 8, i)) for i in range(n_signals)]
     except ValueError as err:
         raise RecordError(path, f"header field 'number of samples in each data record' is not an integer ({err})") from err
+    try:
+        record_s = float(head[244:252].decode("ascii").strip())
+    except ValueError:
+        record_s = 0.0
+    header = EdfHeader(labels=[field(0, 16, i) for i in range(n_signals)],
+                       rates=[c / record_s if record_s > 0 else 0.0 for c in counts],
+                       units=[field(96, 8, i) for i in range(n_signals)])
+    per_record = sum(counts)
     if n_records < 0:  # -1: still being recorded; the spec allows it, nothing to compare
-        return
+        return header
     expected = header_len + n_records * per_record * bytes_per_sample
     if size != expected:
         actual_records = (size - header_len) / max(per_record * bytes_per_sample, 1)
@@ -55,6 +80,7 @@ def check_edf_header(path: Path, bytes_per_sample: int) -> None:
             f"header declares {n_records} data records ({expected} bytes in all) but the file holds "
             f"{size} bytes, i.e. {actual_records:.2f} records: truncated file or lying header",
         )
+    return header
 
 
 def _annotations_from_mne(annot: mne.Annotations) -> list[Annotation]:
@@ -78,7 +104,7 @@ def find_hypnogram(path: Path, suffix: str) -> Path | None:
 def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
     """Read an EDF(+)/BDF(+) record and its labels (embedded or from a hypnogram file)."""
     is_bdf = site.format == "bdf"
-    check_edf_header(path, 3 if is_bdf else 2)
+    header = check_edf_header(path, 3 if is_bdf else 2)
     reader = mne.io.read_raw_bdf if is_bdf else mne.io.read_raw_edf
     try:
         raw = reader(path, preload=True, verbose="error")
@@ -100,6 +126,9 @@ def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
         files.append(hyp)
     # MNE scales every physical dimension (uV, mV, ...) to SI volts; keep SI so gains compare.
     data = raw.get_data()
+    # MNE brings every channel to the file's highest rate; each channel's own rate comes from the header
+    own = header.signal_rates()
+    rates = [own.get(name, float(raw.info["sfreq"])) for name in raw.ch_names]
     subject_info = raw.info.get("subject_info") or {}
     subject = subject_info.get("his_id") or None
     if subject in ("X", ""):
@@ -109,6 +138,7 @@ def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
         path=path,
         signals=np.asarray(data, dtype=np.float64),
         sfreq=float(raw.info["sfreq"]),
+        channel_sfreqs=rates if any(abs(r - float(raw.info["sfreq"])) > 1e-6 for r in rates) else None,
         ch_names=list(raw.ch_names),
         units=["V"] * len(raw.ch_names),
         annotations=annotations,

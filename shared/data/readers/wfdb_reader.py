@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import wfdb
+from scipy.signal import resample_poly
 
 from shared.data.config import SiteConfig
 from shared.data.readers.base import Annotation, RawRecord
@@ -35,12 +36,13 @@ def read_wfdb(path: Path, site: SiteConfig) -> RawRecord:
     missing = [f.name for f in files[1:] if not f.is_file()]
     if missing:
         raise RecordError(path, f"header names signal file(s) {missing} that do not exist in {path.parent}")
-    try:
-        rec = wfdb.rdrecord(str(record_path), physical=True)
+    try:  # smooth_frames=False: a multi-frequency signal at its own rate, not averaged down to the frame rate
+        rec = wfdb.rdrecord(str(record_path), physical=True, smooth_frames=False)
     except Exception as err:
         raise RecordError(path, f"wfdb could not read the signals: {type(err).__name__}: {err}") from err
-    if rec.p_signal is None or rec.p_signal.size == 0:
+    if not rec.e_p_signal or min(len(x) for x in rec.e_p_signal) == 0:
         raise RecordError(path, "record holds no samples")
+    signals, rates = _common_rate(rec)
     annotations: list[Annotation] = []
     ann_path = record_path.with_suffix("." + site.annotation_extension)
     label_note = "" if ann_path.is_file() else (
@@ -50,7 +52,10 @@ def read_wfdb(path: Path, site: SiteConfig) -> RawRecord:
             ann = wfdb.rdann(str(record_path), site.annotation_extension)
         except Exception as err:
             raise RecordError(ann_path, f"unreadable annotation file: {type(err).__name__}: {err}") from err
-        annotations = _annotations(ann, rec.sig_len, float(rec.fs), site.label_field)
+        # sample numbers count at the annotation file's own rate when it declares one ("## time resolution"),
+        # else at the record's frame rate (rdann falls back to the header's fs)
+        ann_fs = float(ann.fs) if ann.fs else float(rec.fs)
+        annotations = _annotations(ann, ann_fs, rec.sig_len / float(rec.fs), site.label_field)
         files.append(ann_path)
     subject = None
     for comment in rec.comments or []:
@@ -61,8 +66,9 @@ def read_wfdb(path: Path, site: SiteConfig) -> RawRecord:
     return RawRecord(
         name=record_path.name,
         path=path,
-        signals=np.asarray(rec.p_signal.T, dtype=np.float64),
-        sfreq=float(rec.fs),
+        signals=signals,
+        sfreq=max(rates),
+        channel_sfreqs=rates if len(set(rates)) > 1 else None,
         ch_names=list(rec.sig_name),
         units=list(rec.units),
         annotations=annotations,
@@ -73,16 +79,30 @@ def read_wfdb(path: Path, site: SiteConfig) -> RawRecord:
     )
 
 
-def _annotations(ann: wfdb.Annotation, sig_len: int, fs: float, field: str) -> list[Annotation]:
+def _common_rate(rec: wfdb.Record) -> tuple[np.ndarray, list[float]]:
+    """Every signal at the record's highest rate (lower-rate signals brought up by polyphase resampling), and each one's own rate."""
+    spf = list(rec.samps_per_frame or [1] * rec.n_sig)
+    rates = [float(rec.fs) * k for k in spf]
+    top = max(spf)
+    out = []
+    for x, k in zip(rec.e_p_signal, spf):
+        x = np.asarray(x, dtype=np.float64)
+        if k != top:
+            x = resample_poly(np.nan_to_num(x), top // k, 1) if top % k == 0 else resample_poly(np.nan_to_num(x), top, k)
+        out.append(x[: rec.sig_len * top])
+    return np.vstack(out), rates
+
+
+def _annotations(ann: wfdb.Annotation, ann_fs: float, duration_s: float, field: str) -> list[Annotation]:
     samples = np.asarray(ann.sample, dtype=np.int64)
     if field == "symbol":
-        return [Annotation(s / fs, 0.0, str(sym).strip()) for s, sym in zip(samples, ann.symbol)]
-    notes = [(int(s), (n or "").replace("\x00", "").strip()) for s, n in zip(samples, ann.aux_note or [])]
-    notes = [(s, n) for s, n in notes if n]
+        return [Annotation(s / ann_fs, 0.0, str(sym).strip()) for s, sym in zip(samples, ann.symbol)]
+    notes = [(int(s) / ann_fs, (n or "").replace("\x00", "").strip()) for s, n in zip(samples, ann.aux_note or [])]
+    notes = [(t, n) for t, n in notes if n]
     out = []
     for i, (start, note) in enumerate(notes):
-        end = notes[i + 1][0] if i + 1 < len(notes) else sig_len
-        out.append(Annotation(start / fs, max(end - start, 0) / fs, note))
+        end = notes[i + 1][0] if i + 1 < len(notes) else duration_s
+        out.append(Annotation(start, max(end - start, 0.0), note))
     return out
 
 

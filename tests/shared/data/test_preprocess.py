@@ -67,7 +67,7 @@ def test_bad_channels_are_named(mutate, match):
 
 
 def test_rate_below_federation_rate():
-    with pytest.raises(RecordError, match="sampling rate 64 Hz is below the federation's 100 Hz"):
+    with pytest.raises(RecordError, match=r"sampling rate of channel\(s\) \['C0 \(64 Hz\)'\] is below the federation's 100 Hz"):
         preprocess_record(record(sine_channels(1, 60, 64.0), fs=64.0), SITE, CFG, VOCAB)
 
 

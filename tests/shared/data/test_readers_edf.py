@@ -79,3 +79,29 @@ def test_real_hypnogram_labels_a_psg(real_dir, tmp_path):
     spans = [a for a in rec.annotations if a.duration > 0]
     assert [a.label for a in spans[:10]] == [d for d, dur in zip(annot.description, annot.duration) if dur > 0][:10]
     assert spans[9].label == "Sleep stage N1" and spans[9].onset == 270.0
+
+
+def _multi_rate_edf(path):
+    """C3 at 200 Hz beside a 50-Hz channel, two 30-s epochs annotated A, B (EDF+ via edfio)."""
+    from edfio import Edf, EdfAnnotation, EdfSignal
+
+    rng = np.random.default_rng(0)
+    fast = EdfSignal(rng.normal(0, 20, 200 * 60), sampling_frequency=200, label="C3", physical_dimension="uV")
+    slow = EdfSignal(rng.normal(0, 20, 50 * 60), sampling_frequency=50, label="SLOW", physical_dimension="uV")
+    edf = Edf([fast, slow], annotations=[EdfAnnotation(0, 30, "A"), EdfAnnotation(30, 30, "B")])
+    edf.write(path)
+
+
+def test_multi_rate_edf_each_channel_keeps_its_own_rate(tmp_path):
+    from shared.data.config import PreprocessConfig
+    from shared.data.preprocess import preprocess_record
+
+    path = tmp_path / "multi.edf"
+    _multi_rate_edf(path)
+    rec = read_edf_like(path, SITE)
+    assert rec.sfreq == 200 and rec.channel_rate("C3") == 200 and rec.channel_rate("SLOW") == 50
+    slow_site = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"}, channels=("SLOW",))
+    with pytest.raises(RecordError, match=r"SLOW \(50 Hz\)"):  # as in a 50-Hz-only file, whatever the neighbour's rate
+        preprocess_record(rec, slow_site, PreprocessConfig(), ["W", "N1"])
+    fast_site = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"}, channels=("C3",))
+    assert preprocess_record(rec, fast_site, PreprocessConfig(), ["W", "N1"]).y.tolist() == [0, 1]
