@@ -83,7 +83,8 @@ class SiteConfig:
 
     `label_map` maps the site's own annotation names onto the federation's shared vocabulary;
     annotation names it does not list are dropped and counted. `channels` empty means all
-    signal channels of the first record.
+    signal channels of the first record. A picked channel must carry an electrical unit (V, mV,
+    uV, nV) unless its unit is listed in `allowed_units`.
     """
 
     name: str
@@ -96,6 +97,7 @@ class SiteConfig:
     annotation_extension: str = "atr"
     label_field: str = "aux_note"
     subject_regex: str | None = None
+    allowed_units: tuple[str, ...] = ()  # non-electrical units a picked channel may have (e.g. degC for a temperature)
 
     def __post_init__(self) -> None:
         check_option("modality", self.modality, MODALITIES)
@@ -107,6 +109,7 @@ class SiteConfig:
         if not self.label_map:
             raise ConfigError(f"site {self.name!r}: label_map is empty; it must map at least one annotation name")
         object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "allowed_units", tuple(self.allowed_units))
         object.__setattr__(self, "label_map", {str(k): str(v) for k, v in self.label_map.items()})
 
     @classmethod

@@ -34,6 +34,8 @@ class RecordWindows:
     ch_names: list[str]
     unmapped: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
+    units: list[str] = field(default_factory=list)  # per picked channel, as recorded
+    rates: list[float] = field(default_factory=list)  # per picked channel, its own rate before resampling
 
 
 def pick_channels(record: RawRecord, wanted: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -49,6 +51,21 @@ def pick_channels(record: RawRecord, wanted: Sequence[str]) -> tuple[np.ndarray,
     if missing:
         raise RecordError(record.path, f"channel(s) {missing} not found; the record has {record.ch_names}")
     return record.signals[idx], [record.ch_names[i] for i in idx]
+
+
+ELECTRICAL_UNITS = {"v", "mv", "uv", "\u00b5v", "\u03bcv", "nv"}
+
+
+def check_units(record: RawRecord, names: list[str], allowed: Sequence[str]) -> list[str]:
+    """The unit of each picked channel; a non-electrical one (degC, %, mmHg) is refused unless the site allows it."""
+    unit_of = dict(zip(record.ch_names, record.units))
+    units = [unit_of.get(n, "") for n in names]
+    ok = {u.lower() for u in allowed}
+    bad = [f"{n} ({u or 'no unit'})" for n, u in zip(names, units) if u.lower() not in ELECTRICAL_UNITS and u.lower() not in ok]
+    if bad:
+        raise RecordError(record.path, f"channel(s) {bad} do not carry an electrical unit (V, mV, uV); "
+                                       "pick other channels, or list the unit in the site's allowed_units")
+    return units
 
 
 def check_signals(record: RawRecord, data: np.ndarray, names: list[str], cfg: PreprocessConfig) -> None:
@@ -149,6 +166,7 @@ def preprocess_record(
     """Pick, check, resample, filter, cut into windows, label and normalise one record."""
     check_label_map(site, vocabulary)
     data, names = pick_channels(record, site.channels)
+    units = check_units(record, names, site.allowed_units)
     check_signals(record, data, names, cfg)
     data = resample_and_filter(data, record.sfreq, cfg)
     n_win = data.shape[1] // cfg.window_samples
@@ -160,4 +178,5 @@ def preprocess_record(
     windows = data[:, : n_win * cfg.window_samples].reshape(len(names), n_win, cfg.window_samples)
     windows = np.ascontiguousarray(windows.transpose(1, 0, 2)[keep])
     x = normalise(windows, cfg.normalisation, cfg.clip).astype(np.float32)
-    return RecordWindows(x=x, y=y[keep], onsets=onsets[keep], ch_names=names, unmapped=unmapped, dropped=dropped)
+    return RecordWindows(x=x, y=y[keep], onsets=onsets[keep], ch_names=names, unmapped=unmapped, dropped=dropped,
+                         units=units, rates=[record.channel_rate(n) for n in names])

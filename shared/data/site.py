@@ -24,7 +24,7 @@ from shared.errors import RecordError, SiteError
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.tsv"
-CACHE_VERSION = 2  # 2: meta carries label_note
+CACHE_VERSION = 3  # 2: meta carries label_note; 3: units and own rates per channel
 
 
 @dataclass
@@ -38,6 +38,8 @@ class RecordInfo:
     duration_s: float
     n_windows: int
     files: list[str]
+    units: list[str] = field(default_factory=list)  # per picked channel
+    rates: list[float] = field(default_factory=list)  # per picked channel, its own rate
 
 
 @dataclass
@@ -179,7 +181,7 @@ def load_site(
             meta = {
                 "files": cache.file_stamp(raw.files),
                 "info": RecordInfo(raw.name, raw.subject or "", raw.sfreq, win.ch_names, raw.duration_s, len(win.y),
-                                   [str(f) for f in raw.files]).__dict__,
+                                   [str(f) for f in raw.files], win.units, win.rates).__dict__,
                 "unmapped": dict(win.unmapped),
                 "dropped": dict(win.dropped),
                 "label_note": raw.label_note,

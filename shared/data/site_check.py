@@ -35,6 +35,8 @@ class SiteReport:
     warnings: list[str] = field(default_factory=list)
     max_windows_per_subject: int = 0
     privacy: str = ""
+    channel_units: dict[str, list[str]] = field(default_factory=dict)  # per picked channel, over all records
+    channel_rates: dict[str, list[float]] = field(default_factory=dict)  # per picked channel, its own rates
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("site", "site_dir")}
@@ -59,6 +61,12 @@ def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessCon
         sampling_rates=sorted({r.sfreq for r in data.records}), durations_s=[r.duration_s for r in data.records],
         windows=windows, unmapped=dict(data.unmapped), dropped=dict(data.dropped), skipped=data.skipped,
     )
+    for rec in data.records:
+        for i, name in enumerate(rec.ch_names):
+            if i < len(rec.units) and rec.units[i] not in report.channel_units.setdefault(name, []):
+                report.channel_units[name].append(rec.units[i])
+            if i < len(rec.rates) and rec.rates[i] not in report.channel_rates.setdefault(name, []):
+                report.channel_rates[name].append(rec.rates[i])
     _, per_subject = np.unique(np.asarray(data.subject).astype(str), return_counts=True)
     report.max_windows_per_subject = int(per_subject.max()) if len(per_subject) else 0
     policy = policy or SitePolicy()
@@ -81,9 +89,11 @@ def format_report(r: SiteReport) -> str:
             f"records     {r.n_records} read, {len(r.skipped)} skipped",
             f"subjects    {len(r.subjects)}",
             f"channels    {', '.join(r.channels)}",
+            *[f"  {n}: {'/'.join(f'{f:g}' for f in r.channel_rates.get(n, []))} Hz as recorded, unit "
+              f"{'/'.join(r.channel_units.get(n, [])) or '?'}" for n in r.channels],
             f"rates       {', '.join(f'{f:g} Hz' for f in r.sampling_rates)}",
             f"duration    {d.sum() / 3600:.2f} h in all, {d.min() / 60:.1f}-{d.max() / 60:.1f} min per record",
-            f"privacy     {r.privacy}",
+            f"privacy     {r.privacy.removeprefix('privacy ')}",
             "windows per shared label:",
             "  " + f"{'label':8s}" + "".join(f"{s:>8s}" for s in (*SPLITS, "all")),
         ]

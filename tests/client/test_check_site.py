@@ -56,7 +56,7 @@ def test_the_check_says_what_the_budget_means_per_patient(tiny_federation, tmp_p
     shutil.copytree(tiny_federation / "eeg_a", folder)
     (folder / "policy.yaml").write_text("unit: subject\nepsilon: 4.0\n")
     assert main([str(folder), "--quiet"]) == 0
-    assert "privacy unit: subject (patient); each patient is protected at epsilon 4" in capsys.readouterr().out
+    assert "privacy     unit: subject (patient); each patient is protected at epsilon 4" in capsys.readouterr().out
 
 
 def test_group_guarantee_is_the_standard_bound():
@@ -95,3 +95,12 @@ def test_a_missing_annotation_file_is_named_and_skipped_records_reach_the_json(t
     assert not report["usable"] and len(report["skipped"]) == 4
     path, why = report["skipped"][0]
     assert f".{ext} not found" in why and path.endswith(".hea")  # the file looked for, by name
+
+
+def test_the_check_prints_each_channels_own_rate_and_unit(tiny_federation, capsys):
+    assert main([str(tiny_federation / "eeg_a"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "  Fpz-Cz: 100 Hz as recorded, unit V" in out
+    assert main([str(tiny_federation / "ecg_b"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["channel_units"] == {"MLII": ["mV"], "V5": ["mV"]} and report["channel_rates"]["MLII"] == [360.0]

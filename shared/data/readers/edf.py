@@ -32,6 +32,12 @@ class EdfHeader:
 
 
 ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
+ELECTRICAL = {"v", "mv", "uv", "\u00b5v", "\u03bcv", "nv"}  # MNE scales these to volts
+
+
+def channel_unit(header_unit: str) -> str:
+    """The unit of a channel as MNE hands it over: volts for any electrical dimension, else the header's own text."""
+    return "V" if header_unit.strip().lower() in ELECTRICAL else (header_unit.strip() or "(none)")
 
 
 def check_edf_header(path: Path, bytes_per_sample: int) -> EdfHeader:
@@ -129,6 +135,7 @@ def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
     # MNE brings every channel to the file's highest rate; each channel's own rate comes from the header
     own = header.signal_rates()
     rates = [own.get(name, float(raw.info["sfreq"])) for name in raw.ch_names]
+    unit_of = {lab: channel_unit(u) for lab, u in zip(header.labels, header.units)}
     subject_info = raw.info.get("subject_info") or {}
     subject = subject_info.get("his_id") or None
     if subject in ("X", ""):
@@ -140,7 +147,7 @@ def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
         sfreq=float(raw.info["sfreq"]),
         channel_sfreqs=rates if any(abs(r - float(raw.info["sfreq"])) > 1e-6 for r in rates) else None,
         ch_names=list(raw.ch_names),
-        units=["V"] * len(raw.ch_names),
+        units=[unit_of.get(name, "V") for name in raw.ch_names],
         annotations=annotations,
         subject=subject,
         files=files,

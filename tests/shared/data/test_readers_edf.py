@@ -105,3 +105,23 @@ def test_multi_rate_edf_each_channel_keeps_its_own_rate(tmp_path):
         preprocess_record(rec, slow_site, PreprocessConfig(), ["W", "N1"])
     fast_site = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"}, channels=("C3",))
     assert preprocess_record(rec, fast_site, PreprocessConfig(), ["W", "N1"]).y.tolist() == [0, 1]
+
+
+def test_a_non_volt_channel_is_reported_and_refused_unless_allowed(tmp_path):
+    from edfio import Edf, EdfAnnotation, EdfSignal
+
+    from shared.data.config import PreprocessConfig
+    from shared.data.preprocess import preprocess_record
+
+    rng = np.random.default_rng(0)
+    eeg = EdfSignal(rng.normal(0, 20, 100 * 60), sampling_frequency=100, label="C3", physical_dimension="uV")
+    temp = EdfSignal(36 + rng.normal(0, 0.1, 100 * 60), sampling_frequency=100, label="TEMP", physical_dimension="degC")
+    Edf([eeg, temp], annotations=[EdfAnnotation(0, 30, "A"), EdfAnnotation(30, 30, "B")]).write(tmp_path / "t.edf")
+    rec = read_edf_like(tmp_path / "t.edf", SITE)
+    assert rec.units == ["V", "degC"]  # not labelled volts
+    site = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"}, channels=("C3", "TEMP"))
+    with pytest.raises(RecordError, match=r"TEMP \(degC\)"):
+        preprocess_record(rec, site, PreprocessConfig(), ["W", "N1"])
+    allowed = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"}, channels=("C3", "TEMP"),
+                         allowed_units=("degC",))
+    assert preprocess_record(rec, allowed, PreprocessConfig(), ["W", "N1"]).units == ["V", "degC"]
