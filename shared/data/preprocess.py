@@ -36,6 +36,8 @@ class RecordWindows:
     dropped: Counter = field(default_factory=Counter)
     units: list[str] = field(default_factory=list)  # per picked channel, as recorded
     rates: list[float] = field(default_factory=list)  # per picked channel, its own rate before resampling
+    invalid: list[int] = field(default_factory=list)  # per picked channel, invalid samples (NaN, gaps, digital extremes)
+    invalid_windows: int = 0  # labelled windows dropped because they touch an invalid sample
 
 
 def pick_channels(record: RawRecord, wanted: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -68,11 +70,40 @@ def check_units(record: RawRecord, names: list[str], allowed: Sequence[str]) -> 
     return units
 
 
+MAX_INVALID_SHARE = 0.5  # a channel with more invalid samples than this is refused, not patched
+
+
+def mend_invalid(record: RawRecord, data: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Invalid samples (NaN/inf: WFDB gaps, EDF digital extremes) bridged by linear interpolation so filters stay finite.
+
+    Returns the mended data and the per-channel invalid count. The windows that touch an invalid
+    sample are dropped later (`invalid_windows`); a channel that is mostly invalid is refused by name.
+    """
+    invalid = ~np.isfinite(data)
+    counts = invalid.sum(axis=1)
+    mostly = [f"{n} ({c / data.shape[1]:.0%} invalid)" for n, c in zip(names, counts) if c > MAX_INVALID_SHARE * data.shape[1]]
+    if mostly:
+        raise RecordError(record.path, f"channel(s) {mostly} are mostly invalid samples (gaps, NaN, digital extremes)")
+    if not counts.any():
+        return data, counts
+    data = data.copy()
+    t = np.arange(data.shape[1])
+    for c in np.flatnonzero(counts):
+        good = ~invalid[c]
+        data[c, ~good] = np.interp(t[~good], t[good], data[c, good])
+    return data, counts
+
+
+def invalid_windows(invalid_any: np.ndarray, sfreq: float, window_s: float, n_win: int) -> np.ndarray:
+    """Boolean (n_win,): windows that hold at least one invalid sample of any picked channel."""
+    bad = np.zeros(n_win, bool)
+    idx = np.unique((np.flatnonzero(invalid_any) / sfreq // window_s).astype(int))
+    bad[idx[idx < n_win]] = True
+    return bad
+
+
 def check_signals(record: RawRecord, data: np.ndarray, names: list[str], cfg: PreprocessConfig) -> None:
-    """Reject NaN/inf, flat channels, too-low sampling rates and too-short records, naming the file."""
-    bad = [f"{n} ({int(c)} samples)" for n, c in zip(names, (~np.isfinite(data)).sum(axis=1)) if c]
-    if bad:
-        raise RecordError(record.path, f"non-finite values (NaN/inf) in channel(s) {bad}")
+    """Reject flat channels, too-low sampling rates and too-short records, naming the file (invalid samples are mended first)."""
     flat = [n for n, s in zip(names, data.std(axis=1)) if s <= cfg.flat_std]
     if flat:
         raise RecordError(record.path, f"flat channel(s) {flat} (standard deviation <= {cfg.flat_std})")
@@ -167,6 +198,8 @@ def preprocess_record(
     check_label_map(site, vocabulary)
     data, names = pick_channels(record, site.channels)
     units = check_units(record, names, site.allowed_units)
+    invalid_any = ~np.isfinite(data).all(axis=0)
+    data, invalid = mend_invalid(record, data, names)
     check_signals(record, data, names, cfg)
     data = resample_and_filter(data, record.sfreq, cfg)
     n_win = data.shape[1] // cfg.window_samples
@@ -174,9 +207,13 @@ def preprocess_record(
     y, unmapped, dropped = label_windows(
         record.annotations, onsets, cfg.window_s, site.label_map, vocabulary, cfg.label_coverage
     )
-    keep = y >= 0
+    bad = invalid_windows(invalid_any, record.sfreq, cfg.window_s, n_win) & (y >= 0)
+    if bad.any():
+        dropped["invalid samples"] += int(bad.sum())
+    keep = (y >= 0) & ~bad
     windows = data[:, : n_win * cfg.window_samples].reshape(len(names), n_win, cfg.window_samples)
     windows = np.ascontiguousarray(windows.transpose(1, 0, 2)[keep])
     x = normalise(windows, cfg.normalisation, cfg.clip).astype(np.float32)
     return RecordWindows(x=x, y=y[keep], onsets=onsets[keep], ch_names=names, unmapped=unmapped, dropped=dropped,
-                         units=units, rates=[record.channel_rate(n) for n in names])
+                         units=units, rates=[record.channel_rate(n) for n in names], invalid=[int(c) for c in invalid],
+                         invalid_windows=int(bad.sum()))

@@ -37,6 +37,8 @@ class SiteReport:
     privacy: str = ""
     channel_units: dict[str, list[str]] = field(default_factory=dict)  # per picked channel, over all records
     channel_rates: dict[str, list[float]] = field(default_factory=dict)  # per picked channel, its own rates
+    channel_invalid: dict[str, int] = field(default_factory=dict)  # per picked channel, invalid samples over all records
+    invalid_windows: int = 0  # labelled windows lost to invalid samples
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("site", "site_dir")}
@@ -67,6 +69,8 @@ def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessCon
                 report.channel_units[name].append(rec.units[i])
             if i < len(rec.rates) and rec.rates[i] not in report.channel_rates.setdefault(name, []):
                 report.channel_rates[name].append(rec.rates[i])
+            report.channel_invalid[name] = report.channel_invalid.get(name, 0) + (rec.invalid[i] if i < len(rec.invalid) else 0)
+        report.invalid_windows += rec.invalid_windows
     _, per_subject = np.unique(np.asarray(data.subject).astype(str), return_counts=True)
     report.max_windows_per_subject = int(per_subject.max()) if len(per_subject) else 0
     policy = policy or SitePolicy()
@@ -90,7 +94,8 @@ def format_report(r: SiteReport) -> str:
             f"subjects    {len(r.subjects)}",
             f"channels    {', '.join(r.channels)}",
             *[f"  {n}: {'/'.join(f'{f:g}' for f in r.channel_rates.get(n, []))} Hz as recorded, unit "
-              f"{'/'.join(r.channel_units.get(n, [])) or '?'}" for n in r.channels],
+              f"{'/'.join(r.channel_units.get(n, [])) or '?'}, {r.channel_invalid.get(n, 0)} invalid samples" for n in r.channels],
+            f"invalid     {r.invalid_windows} labelled window(s) dropped because they touch an invalid sample",
             f"rates       {', '.join(f'{f:g} Hz' for f in r.sampling_rates)}",
             f"duration    {d.sum() / 3600:.2f} h in all, {d.min() / 60:.1f}-{d.max() / 60:.1f} min per record",
             f"privacy     {r.privacy.removeprefix('privacy ')}",

@@ -100,7 +100,28 @@ def test_a_missing_annotation_file_is_named_and_skipped_records_reach_the_json(t
 def test_the_check_prints_each_channels_own_rate_and_unit(tiny_federation, capsys):
     assert main([str(tiny_federation / "eeg_a"), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "  Fpz-Cz: 100 Hz as recorded, unit V" in out
+    assert "  Fpz-Cz: 100 Hz as recorded, unit V, 0 invalid samples" in out and "invalid     0 labelled window(s)" in out
     assert main([str(tiny_federation / "ecg_b"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["channel_units"] == {"MLII": ["mV"], "V5": ["mV"]} and report["channel_rates"]["MLII"] == [360.0]
+
+
+def test_the_check_counts_invalid_samples_and_the_windows_they_cost(tmp_path, capsys):
+    import numpy as np
+    import wfdb
+
+    fs = 250
+    folder = tmp_path / "gaps"
+    folder.mkdir()
+    for rec in ("a", "b"):
+        d = (np.sin(2 * np.pi * 1.1 * np.arange(fs * 120) / fs) * 1000).astype(np.int16).reshape(-1, 1)
+        d[fs * 95: fs * 95 + 3, 0] = -32768
+        wfdb.wrsamp(rec, fs=fs, units=["mV"], sig_name=["ECG"], d_signal=d, fmt=["16"], adc_gain=[1000.0], baseline=[0],
+                    write_dir=str(folder))
+        wfdb.wrann(rec, "st", np.array([1, 30 * fs, 60 * fs, 90 * fs]), ['"'] * 4, aux_note=["W", "2", "W", "2"],
+                   write_dir=str(folder))
+    (folder / "site.yaml").write_text("name: gaps\nmodality: ecg\nformat: wfdb\nannotation_extension: st\nlabel_map: {W: W, '2': N2}\n")
+    assert main([str(folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["channel_invalid"] == {"ECG": 6} and report["invalid_windows"] == 2
+    assert report["dropped"] == {"invalid samples": 2}

@@ -25,6 +25,16 @@ class EdfHeader:
     labels: list[str]
     rates: list[float]
     units: list[str]
+    physical: list[tuple[float, float]]  # (min, max) per signal, in its header unit
+    digital: list[tuple[int, int]]  # (min, max) per signal
+
+    def extremes(self, label: str) -> tuple[float, float, float] | None:
+        """(physical min, physical max, one digital step) of a signal, in its header unit; None when unknown."""
+        if label not in self.labels:
+            return None
+        i = self.labels.index(label)
+        (pmin, pmax), (dmin, dmax) = self.physical[i], self.digital[i]
+        return (pmin, pmax, (pmax - pmin) / (dmax - dmin)) if dmax > dmin else None
 
     def signal_rates(self) -> dict[str, float]:
         """Rate per signal label, annotation channels left out (MNE leaves them out too)."""
@@ -72,9 +82,17 @@ def check_edf_header(path: Path, bytes_per_sample: int) -> EdfHeader:
         record_s = float(head[244:252].decode("ascii").strip())
     except ValueError:
         record_s = 0.0
+    def number(offset: int, i: int, kind: type = float):
+        try:
+            return kind(float(field(offset, 8, i)))
+        except ValueError:
+            return kind(0)
+
     header = EdfHeader(labels=[field(0, 16, i) for i in range(n_signals)],
                        rates=[c / record_s if record_s > 0 else 0.0 for c in counts],
-                       units=[field(96, 8, i) for i in range(n_signals)])
+                       units=[field(96, 8, i) for i in range(n_signals)],
+                       physical=[(number(104, i), number(112, i)) for i in range(n_signals)],
+                       digital=[(number(120, i, int), number(128, i, int)) for i in range(n_signals)])
     per_record = sum(counts)
     if n_records < 0:  # -1: still being recorded; the spec allows it, nothing to compare
         return header
@@ -87,6 +105,22 @@ def check_edf_header(path: Path, bytes_per_sample: int) -> EdfHeader:
             f"{size} bytes, i.e. {actual_records:.2f} records: truncated file or lying header",
         )
     return header
+
+
+UNIT_SCALE = {"v": 1.0, "mv": 1e-3, "uv": 1e-6, "\u00b5v": 1e-6, "\u03bcv": 1e-6, "nv": 1e-9}
+
+
+def mark_digital_extremes(data: np.ndarray, names: list[str], header: EdfHeader) -> None:
+    """Set to NaN, in place, samples at a channel's digital minimum or maximum: clipped or gap-filled, not measured."""
+    for c, name in enumerate(names):
+        ext = header.extremes(name)
+        if ext is None:
+            continue
+        i = header.labels.index(name)
+        scale = UNIT_SCALE.get(header.units[i].strip().lower(), 1.0)  # MNE hands electrical channels over in volts
+        lo, hi, step = (v * scale for v in ext)
+        at_edge = (np.abs(data[c] - lo) < 0.5 * abs(step)) | (np.abs(data[c] - hi) < 0.5 * abs(step))
+        data[c, at_edge] = np.nan
 
 
 def _annotations_from_mne(annot: mne.Annotations) -> list[Annotation]:
@@ -136,6 +170,7 @@ def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
     own = header.signal_rates()
     rates = [own.get(name, float(raw.info["sfreq"])) for name in raw.ch_names]
     unit_of = {lab: channel_unit(u) for lab, u in zip(header.labels, header.units)}
+    mark_digital_extremes(data, list(raw.ch_names), header)
     subject_info = raw.info.get("subject_info") or {}
     subject = subject_info.get("his_id") or None
     if subject in ("X", ""):

@@ -87,8 +87,10 @@ def _common_rate(rec: wfdb.Record) -> tuple[np.ndarray, list[float]]:
     out = []
     for x, k in zip(rec.e_p_signal, spf):
         x = np.asarray(x, dtype=np.float64)
-        if k != top:
-            x = resample_poly(np.nan_to_num(x), top // k, 1) if top % k == 0 else resample_poly(np.nan_to_num(x), top, k)
+        if k != top:  # invalid samples (NaN) stay invalid at the new rate
+            bad = ~np.isfinite(x)
+            x = resample_poly(np.where(bad, np.nanmedian(x) if (~bad).any() else 0.0, x), top, k)
+            x[bad[np.minimum(np.arange(len(x)) * k // top, len(bad) - 1)]] = np.nan
         out.append(x[: rec.sig_len * top])
     return np.vstack(out), rates
 

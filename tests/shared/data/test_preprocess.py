@@ -55,7 +55,7 @@ def test_band_pass_removes_out_of_band_tone():
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda d: d.__setitem__((1, slice(10, 20)), np.nan), r"r.edf: non-finite values .* \['C1 \(10 samples\)'\]"),
+        (lambda d: d.__setitem__((1, slice(10, 9000)), np.nan), r"r.edf: channel\(s\) \['C1 \(75% invalid\)'\] are mostly invalid"),
         (lambda d: d.__setitem__(0, 0.0), r"r.edf: flat channel\(s\) \['C0'\]"),
     ],
 )
@@ -93,3 +93,15 @@ def test_robust_normalisation_ignores_a_spike():
     x[..., 100] = 1e6
     z = normalise(x, "robust", 20.0)
     assert z.max() == 20.0 and abs(np.std(np.delete(z, 100)) - 1) < 0.1
+
+
+def test_a_few_invalid_samples_drop_only_the_windows_they_touch():
+    """3 bad samples used to discard the whole record; now only their windows go, counted."""
+    data = sine_channels(2, 300, 200.0)  # ten 30-s windows
+    data[0, 200 * 45] = np.nan  # window 1
+    data[1, 200 * 45 + 7] = np.nan  # window 1 again
+    data[1, 200 * 200] = np.nan  # window 6
+    win = preprocess_record(record(data), SITE, CFG, VOCAB)
+    assert len(win.y) == 8 and win.dropped["invalid samples"] == 2 and win.invalid == [1, 2]
+    assert win.onsets.tolist() == [0.0, 60.0, 90.0, 120.0, 150.0, 210.0, 240.0, 270.0]
+    assert np.all(np.isfinite(win.x))

@@ -86,8 +86,9 @@ def _multi_rate_edf(path):
     from edfio import Edf, EdfAnnotation, EdfSignal
 
     rng = np.random.default_rng(0)
-    fast = EdfSignal(rng.normal(0, 20, 200 * 60), sampling_frequency=200, label="C3", physical_dimension="uV")
-    slow = EdfSignal(rng.normal(0, 20, 50 * 60), sampling_frequency=50, label="SLOW", physical_dimension="uV")
+    rng_uv = (-500.0, 500.0)  # a recorder's fixed range: no sample sits at a digital extreme
+    fast = EdfSignal(rng.normal(0, 20, 200 * 60), sampling_frequency=200, label="C3", physical_dimension="uV", physical_range=rng_uv)
+    slow = EdfSignal(rng.normal(0, 20, 50 * 60), sampling_frequency=50, label="SLOW", physical_dimension="uV", physical_range=rng_uv)
     edf = Edf([fast, slow], annotations=[EdfAnnotation(0, 30, "A"), EdfAnnotation(30, 30, "B")])
     edf.write(path)
 
@@ -114,8 +115,10 @@ def test_a_non_volt_channel_is_reported_and_refused_unless_allowed(tmp_path):
     from shared.data.preprocess import preprocess_record
 
     rng = np.random.default_rng(0)
-    eeg = EdfSignal(rng.normal(0, 20, 100 * 60), sampling_frequency=100, label="C3", physical_dimension="uV")
-    temp = EdfSignal(36 + rng.normal(0, 0.1, 100 * 60), sampling_frequency=100, label="TEMP", physical_dimension="degC")
+    eeg = EdfSignal(rng.normal(0, 20, 100 * 60), sampling_frequency=100, label="C3", physical_dimension="uV",
+                    physical_range=(-500.0, 500.0))
+    temp = EdfSignal(36 + rng.normal(0, 0.1, 100 * 60), sampling_frequency=100, label="TEMP", physical_dimension="degC",
+                     physical_range=(30.0, 42.0))
     Edf([eeg, temp], annotations=[EdfAnnotation(0, 30, "A"), EdfAnnotation(30, 30, "B")]).write(tmp_path / "t.edf")
     rec = read_edf_like(tmp_path / "t.edf", SITE)
     assert rec.units == ["V", "degC"]  # not labelled volts
@@ -125,3 +128,38 @@ def test_a_non_volt_channel_is_reported_and_refused_unless_allowed(tmp_path):
     allowed = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"}, channels=("C3", "TEMP"),
                          allowed_units=("degC",))
     assert preprocess_record(rec, allowed, PreprocessConfig(), ["W", "N1"]).units == ["V", "degC"]
+
+
+def test_edf_digital_extremes_drop_their_windows_only(tmp_path):
+    from edfio import Edf, EdfAnnotation, EdfSignal
+
+    from shared.data.config import PreprocessConfig
+    from shared.data.preprocess import preprocess_record
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 20, 100 * 120)
+    x[100 * 40: 100 * 40 + 3] = 500.0  # three samples clipped at the top of the range, in the second window
+    sig = EdfSignal(x, sampling_frequency=100, label="C3", physical_dimension="uV", physical_range=(-500.0, 500.0))
+    Edf([sig], annotations=[EdfAnnotation(30 * i, 30, "A") for i in range(4)]).write(tmp_path / "clip.edf")
+    rec = read_edf_like(tmp_path / "clip.edf", SITE)
+    assert int(np.isnan(rec.signals).sum()) == 3
+    win = preprocess_record(rec, SITE, PreprocessConfig(), ["W", "N1"])
+    assert win.onsets.tolist() == [0.0, 60.0, 90.0] and win.dropped["invalid samples"] == 1 and win.invalid == [3]
+
+
+def test_wfdb_gaps_drop_their_windows_only(tmp_path):
+    import wfdb
+
+    from shared.data.config import PreprocessConfig
+    from shared.data.preprocess import preprocess_record
+    from shared.data.readers.wfdb_reader import read_wfdb
+
+    fs = 250
+    d = (np.sin(2 * np.pi * 1.1 * np.arange(fs * 120) / fs) * 1000).astype(np.int16).reshape(-1, 1)
+    d[fs * 95: fs * 95 + 3, 0] = -32768  # WFDB's invalid-sample value, in the fourth window
+    wfdb.wrsamp("gap", fs=fs, units=["mV"], sig_name=["ECG"], d_signal=d, fmt=["16"], adc_gain=[1000.0], baseline=[0],
+                write_dir=str(tmp_path))
+    wfdb.wrann("gap", "st", np.array([1, 30 * fs, 60 * fs, 90 * fs]), ['"'] * 4, aux_note=["W"] * 4, write_dir=str(tmp_path))
+    site = SiteConfig(name="e", modality="ecg", format="wfdb", label_map={"W": "W"}, annotation_extension="st")
+    win = preprocess_record(read_wfdb(tmp_path / "gap.hea", site), site, PreprocessConfig(h_freq=40.0), ["W", "N1"])
+    assert win.onsets.tolist() == [0.0, 30.0, 60.0] and win.dropped["invalid samples"] == 1 and win.invalid == [3]
