@@ -98,6 +98,7 @@ class SiteConfig:
     label_field: str = "aux_note"
     subject_regex: str | None = None
     allowed_units: tuple[str, ...] = ()  # non-electrical units a picked channel may have (e.g. degC for a temperature)
+    label_first_token: bool = False  # the label is the annotation's first word ('2 OA' -> '2', as MIT-BIH slpdb notes)
 
     def __post_init__(self) -> None:
         check_option("modality", self.modality, MODALITIES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -204,9 +205,10 @@ def preprocess_record(
     data = resample_and_filter(data, record.sfreq, cfg)
     n_win = data.shape[1] // cfg.window_samples
     onsets = np.arange(n_win) * cfg.window_s
-    y, unmapped, dropped = label_windows(
-        record.annotations, onsets, cfg.window_s, site.label_map, vocabulary, cfg.label_coverage
-    )
+    annotations = record.annotations
+    if site.label_first_token:
+        annotations = [dataclasses.replace(a, label=a.label.split()[0]) if a.label.split() else a for a in annotations]
+    y, unmapped, dropped = label_windows(annotations, onsets, cfg.window_s, site.label_map, vocabulary, cfg.label_coverage)
     bad = invalid_windows(invalid_any, record.sfreq, cfg.window_s, n_win) & (y >= 0)
     if bad.any():
         dropped["invalid samples"] += int(bad.sum())

@@ -24,7 +24,7 @@ def band_noise(n: int, fs: float, lo: float, hi: float, rng: np.random.Generator
 
 def _region_weights(ch_name: str) -> dict[str, float]:
     """Rough topography from the 10-20 name: frontal delta/eye movements, occipital alpha."""
-    name = ch_name.upper()
+    name = ch_name.upper().removeprefix("EEG ").strip("() ")  # archive labels: 'EEG Fpz-Cz', 'EEG (C4-A1)'
     front = 1.0 if name.startswith(("FP", "F", "E")) else 0.5
     occ = 1.0 if name.startswith(("O", "P")) or "OZ" in name else 0.45
     return {"front": front, "occ": occ, "central": 1.0 if name.startswith("C") else 0.7}

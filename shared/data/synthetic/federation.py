@@ -16,12 +16,20 @@ from shared.data.config import SiteConfig
 from shared.data.synthetic.ecg import simulate_ecg
 from shared.data.synthetic.eeg import simulate_eeg
 from shared.data.synthetic.states import STAGES, Subject, draw_hypnogram, draw_latent, draw_subject
-from shared.data.synthetic.writers import write_edf, write_hypnogram, write_wfdb
+from shared.data.synthetic.writers import ExtraSignal, write_edf, write_hypnogram, write_wfdb
 from shared.errors import ConfigError, check_option
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "federation.yaml"
+
+# sleep_edf: Sleep-EDF Expanded's sleep-cassette layout, SC4ssNE0-PSG.edf + SC4ssNEC-Hypnogram.edf, with its
+# EOG and rectal temperature (1 Hz, DegC) beside the EEG channels the spec names
+# slpdb: the MIT-BIH Polysomnographic Database, records slpNN[a-c] holding ECG, BP, one EEG and respiration at
+# one rate, stages in `.st` aux notes every 30 s that may carry respiratory events after the stage ('2 OA')
+LAYOUTS = ("plain", "sleep_edf", "slpdb")
+SLPDB_EEG = "EEG (C4-A1)"
+SLPDB_EVENTS = ("H", "HA", "OA", "CA", "X")
 
 # how each annotation convention names the five stages, and what it writes for unscored epochs
 LABEL_STYLES: dict[str, dict[str, Any]] = {
@@ -57,9 +65,17 @@ class SiteSpec:
     wfdb_fmt: str = "16"
     stage_tilt: tuple[float, ...] | None = None
     unscored_frac: float = 0.02
+    layout: str = "plain"  # plain | sleep_edf: an archive's own file naming and signal set (see LAYOUTS)
 
     def __post_init__(self) -> None:
         check_option("modality", self.modality, ("eeg", "ecg"))
+        check_option("layout", self.layout, LAYOUTS)
+        if self.layout == "slpdb" and (self.modality, self.label_style, tuple(self.channels)) != ("ecg", "mitbih", ("ECG",)):
+            raise ConfigError(f"site {self.name!r}: layout slpdb writes an ECG site (channels: [ECG], label_style: mitbih) "
+                              f"whose records also hold {SLPDB_EEG!r}, BP and respiration")
+        if self.layout == "sleep_edf" and (self.format, self.label_source, self.label_style) != ("edf", "hypnogram", "rk"):
+            raise ConfigError(f"site {self.name!r}: layout sleep_edf writes EDF with R&K hypnogram files "
+                              "(format: edf, label_source: hypnogram, label_style: rk)")
         check_option("label_style", self.label_style, tuple(LABEL_STYLES))
         want = ("edf", "bdf") if self.modality == "eeg" else ("wfdb",)
         check_option(f"format (for {self.modality})", self.format, want)
@@ -74,7 +90,8 @@ class SiteSpec:
         return SiteConfig(
             name=self.name, modality=self.modality, format=self.format, label_map=label_map,
             channels=tuple(self.channels), label_source=self.label_source,
-            annotation_extension="st", label_field="aux_note",
+            annotation_extension="st", label_field="aux_note", label_first_token=self.layout == "slpdb",
+            subject_regex=r"slp(\d\d)" if self.layout == "slpdb" else None,
         )
 
 
@@ -125,6 +142,8 @@ def _record_names(spec: SiteSpec, subj: int, night: int) -> tuple[str, str | Non
     """Sleep-EDF-style names for hypnogram sites, plain names otherwise."""
     if spec.format in ("edf", "bdf") and spec.label_source == "hypnogram":
         return f"SC4{subj:02d}{night + 1}E0-PSG", f"SC4{subj:02d}{night + 1}EC-Hypnogram"
+    if spec.layout == "slpdb":
+        return f"slp{subj + 1:02d}{'abcdefgh'[night] if spec.records_per_subject > 1 else ''}", None
     stem = spec.name.replace("/", "_")
     return f"{stem}_{subj:02d}_{night + 1}", None
 
@@ -141,6 +160,29 @@ def _labels(stages: np.ndarray, spec: SiteSpec, rng: np.random.Generator) -> lis
     return out
 
 
+def _sleep_edf_extras(latent: np.ndarray, epoch_s: float, fs: float, rng: np.random.Generator) -> list[ExtraSignal]:
+    """Sleep-EDF's other signals: horizontal EOG (uV, at the EEG rate) and rectal temperature (DegC, 1 Hz)."""
+    n_s = int(len(latent) * epoch_s)
+    eog = np.cumsum(rng.normal(0, 1.0, int(n_s * fs))) * 0.5
+    eog -= np.convolve(eog, np.ones(int(fs)) / fs, mode="same")
+    temp = 36.8 + 0.3 * np.sin(np.linspace(0, np.pi, n_s)) + rng.normal(0, 0.01, n_s)
+    return [ExtraSignal("EOG horizontal", eog, fs, "uV", (-1000.0, 1000.0)), ExtraSignal("Temp rectal", temp, 1.0, "DegC", (33.0, 40.0))]
+
+
+def _slpdb_record(ecg: np.ndarray, latent: np.ndarray, subject: Subject, spec: SiteSpec, epoch_s: float,
+                  notes: list[tuple[float, str]], rng: np.random.Generator):
+    """slpdb's signal set around the simulated ECG: BP (mmHg), the same night's EEG (mV), respiration; events after some stages."""
+    n = ecg.shape[1]
+    t = np.arange(n) / spec.sfreq
+    eeg = simulate_eeg(latent, subject, [SLPDB_EEG], spec.sfreq, epoch_s, 2.0, spec.line_hz, 1.0, 4.0, rng)[:, :n] / 1000.0
+    bp = 90 + 25 * np.abs(np.sin(np.pi * 1.1 * t)) + rng.normal(0, 1.0, n)
+    resp = 0.4 * np.sin(2 * np.pi * 0.25 * t) + rng.normal(0, 0.02, n)
+    x = np.vstack([ecg[:1], bp[None], eeg, resp[None]])
+    notes = [(o, f"{lab} {SLPDB_EVENTS[int(rng.integers(len(SLPDB_EVENTS)))]}" if lab != "MT" and rng.random() < 0.2 else lab)
+             for o, lab in notes]
+    return x, ["ECG", "BP", SLPDB_EEG, "Resp (sum)"], ["mV", "mmHg", "mV", "l"], notes
+
+
 def _write_record(spec: SiteSpec, folder: Path, subj_idx: int, night: int, subject: Subject,
                   latent: np.ndarray, labels: list[str], epoch_s: float, rng: np.random.Generator) -> None:
     rec, hyp = _record_names(spec, subj_idx, night)
@@ -150,14 +192,19 @@ def _write_record(spec: SiteSpec, folder: Path, subj_idx: int, night: int, subje
                                      spec.line_hz, spec.line_amp, spec.artefact_rate, rng)
         ext = ".bdf" if spec.format == "bdf" else ".edf"
         embedded = spans if spec.label_source == "embedded" else ()
-        write_edf(folder / f"{rec}{ext}", x, spec.sfreq, spec.channels, subject.id, embedded, bdf=spec.format == "bdf")
+        extra = _sleep_edf_extras(latent, epoch_s, spec.sfreq, rng) if spec.layout == "sleep_edf" else ()
+        write_edf(folder / f"{rec}{ext}", x, spec.sfreq, spec.channels, subject.id, embedded, bdf=spec.format == "bdf",
+                  extra=extra)
         if hyp is not None:
             write_hypnogram(folder / f"{hyp}.edf", subject.id, spans)
     else:
         x = spec.gain * simulate_ecg(latent, subject, list(spec.channels), spec.sfreq, epoch_s, spec.noise / 100.0,
                                      spec.line_hz, spec.line_amp / 100.0, spec.wander, rng)
-        write_wfdb(folder, rec, x, spec.sfreq, spec.channels, subject.id, spec.wfdb_fmt,
-                   [(o, lab) for o, _, lab in spans])
+        notes = [(o, lab) for o, _, lab in spans]
+        names, units = list(spec.channels), ["mV"] * len(spec.channels)
+        if spec.layout == "slpdb":
+            x, names, units, notes = _slpdb_record(x, latent, subject, spec, epoch_s, notes, rng)
+        write_wfdb(folder, rec, x, spec.sfreq, names, subject.id, spec.wfdb_fmt, notes, units=units)
 
 
 def generate_federation(spec: FederationSpec, out_dir: str | Path, overwrite: bool = False, progress: bool = True) -> dict[str, Path]:

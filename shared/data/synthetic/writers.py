@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,17 @@ def _physical_range(x: np.ndarray) -> tuple[float, float]:
     return (round(lo - pad, 3), round(hi + pad, 3))
 
 
+@dataclass(frozen=True)
+class ExtraSignal:
+    """A signal beside the EEG channels, at its own rate and unit (an archive's EOG, temperature, ...)."""
+
+    label: str
+    data: np.ndarray
+    fs: float
+    unit: str
+    physical_range: tuple[float, float]
+
+
 def write_edf(
     path: Path,
     data_uv: np.ndarray,
@@ -24,14 +36,16 @@ def write_edf(
     subject: str,
     annotations: Sequence[tuple[float, float, str]] = (),
     bdf: bool = False,
+    extra: Sequence[ExtraSignal] = (),
 ) -> None:
-    """EDF+ (or BDF+) with one signal per channel in uV and, when given, embedded annotations."""
+    """EDF+ (or BDF+) with one signal per channel in uV, any `extra` signals after them, and embedded annotations when given."""
     signal_cls = edfio.BdfSignal if bdf else edfio.EdfSignal
     file_cls = edfio.Bdf if bdf else edfio.Edf
     signals = [
         signal_cls(x, fs, label=name, physical_dimension="uV", physical_range=_physical_range(x), transducer_type="AgAgCl electrode")
         for x, name in zip(data_uv, ch_names)
-    ]
+    ] + [signal_cls(np.clip(e.data, *e.physical_range), e.fs, label=e.label, physical_dimension=e.unit,
+                    physical_range=e.physical_range) for e in extra]
     edf = file_cls(
         signals,
         patient=edfio.Patient(code=subject),
@@ -55,12 +69,13 @@ def write_wfdb(
     fmt: str,
     state_notes: Sequence[tuple[float, str]] = (),
     annotation_extension: str = "st",
+    units: Sequence[str] | None = None,
 ) -> None:
-    """WFDB record (`.hea` + `.dat`) in mV with a `subject:` header comment; stage changes as aux notes."""
+    """WFDB record (`.hea` + `.dat`), in mV unless `units` says otherwise, with a `subject:` header comment; stage changes as aux notes."""
     wfdb.wrsamp(
         record,
         fs=fs,
-        units=["mV"] * len(lead_names),
+        units=list(units) if units is not None else ["mV"] * len(lead_names),
         sig_name=list(lead_names),
         p_signal=np.ascontiguousarray(data_mv.T),
         fmt=[fmt] * len(lead_names),
