@@ -59,3 +59,28 @@ def test_slpdb_layout_feeds_an_ecg_and_an_eeg_site_through_the_shipped_configs(t
         reply = train_round(data, tmp_path / f"state_{modality}", MODEL.__class__(**{**MODEL.__dict__, "modality": modality}),
                             TrainConfig(local_epochs=1, planned_rounds=2), PrivacyConfig(min_count=2), GlobalState(), round_no=1)
         assert reply.metrics["released_classes"] >= 1
+
+
+def test_a_short_simulation_of_archive_layout_sites_with_the_shipped_configs(tmp_path):
+    """Sleep-EDF-named EEG and slpdb-named ECG sites, each described by its shipped config copied in unchanged."""
+    import shutil
+
+    from simulations.run import simulate
+    from tests.conftest import compose_config
+
+    fed = tmp_path / "fed"
+    spec = FederationSpec.from_mapping({"seed": 6, "sites": [
+        {"name": "sc", "modality": "eeg", "format": "edf", "label_source": "hypnogram", "label_style": "rk", "sfreq": 100,
+         "channels": ["EEG Fpz-Cz", "EEG Pz-Oz"], "layout": "sleep_edf", "n_subjects": 4, "hours_per_record": 0.15},
+        {"name": "slp", "modality": "ecg", "format": "wfdb", "label_style": "mitbih", "sfreq": 250, "channels": ["ECG"],
+         "layout": "slpdb", "n_subjects": 4, "hours_per_record": 0.15}]})
+    generate_federation(spec, fed, progress=False)
+    shutil.copy(Path(CONFIG_DIR) / "sites" / "sleep-edf.yaml", fed / "sc" / "site.yaml")
+    shutil.copy(Path(CONFIG_DIR) / "sites" / "slpdb-ecg.yaml", fed / "slp" / "site.yaml")
+    out = tmp_path / "out"
+    summary = simulate(compose_config("simulate", [
+        f"federation_run.federation_dir={fed}", f"federation_run.results_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "federation_rounds=2", "training.local_epochs=1", "baselines=[]", "plots=false", "privacy.min_count=2",
+        "federation_run.min_sites=2"]))
+    assert [r["n_sites"] for r in summary["rounds"]] == [2, 2] and summary["epsilon_within_budget"]
+    assert {p.name for p in (out / "state").iterdir()} == {"sleep-edf-sc", "slpdb-ecg"}
