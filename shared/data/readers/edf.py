@@ -157,7 +157,9 @@ def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
     if site.label_source == "hypnogram":
         hyp = find_hypnogram(path, site.hypnogram_suffix)
         if hyp is None:
-            raise RecordError(path, f"no hypnogram file ending in {site.hypnogram_suffix!r} matches this record")
+            stem = path.stem[:-4] if path.stem.endswith("-PSG") else path.stem
+            raise RecordError(path, f"hypnogram file {stem}{site.hypnogram_suffix} (or {stem[:-1]}?{site.hypnogram_suffix}) "
+                                    f"not found in {path.parent}")
         check_edf_header(hyp, 2)
         try:
             annotations = _annotations_from_mne(mne.read_annotations(hyp))
@@ -186,6 +188,9 @@ def read_edf_like(path: Path, site: SiteConfig) -> RawRecord:
         annotations=annotations,
         subject=subject,
         files=files,
+        label_note="" if annotations else (
+            "the file holds no EDF+ annotations (label_source: embedded)" if site.label_source == "embedded"
+            else f"{files[-1].name} holds no annotations"),
     )
 
 

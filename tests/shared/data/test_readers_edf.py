@@ -163,3 +163,10 @@ def test_wfdb_gaps_drop_their_windows_only(tmp_path):
     site = SiteConfig(name="e", modality="ecg", format="wfdb", label_map={"W": "W"}, annotation_extension="st")
     win = preprocess_record(read_wfdb(tmp_path / "gap.hea", site), site, PreprocessConfig(h_freq=40.0), ["W", "N1"])
     assert win.onsets.tolist() == [0.0, 30.0, 60.0] and win.dropped["invalid samples"] == 1 and win.invalid == [3]
+
+
+def test_a_missing_hypnogram_is_named(tmp_path):
+    alternating_edf(tmp_path / "SC4001E0-PSG.edf", ["A", "B"])
+    site = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W"}, label_source="hypnogram")
+    with pytest.raises(RecordError, match=r"hypnogram file SC4001E0-Hypnogram.edf \(or SC4001E\?-Hypnogram.edf\) not found"):
+        read_edf_like(tmp_path / "SC4001E0-PSG.edf", site)
