@@ -39,6 +39,7 @@ class RecordWindows:
     rates: list[float] = field(default_factory=list)  # per picked channel, its own rate before resampling
     invalid: list[int] = field(default_factory=list)  # per picked channel, invalid samples (NaN, gaps, digital extremes)
     invalid_windows: int = 0  # labelled windows dropped because they touch an invalid sample
+    invalid_windows_per_channel: list[int] = field(default_factory=list)  # of those, the ones each channel's samples touch
 
 
 def pick_channels(record: RawRecord, wanted: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -199,7 +200,7 @@ def preprocess_record(
     check_label_map(site, vocabulary)
     data, names = pick_channels(record, site.channels)
     units = check_units(record, names, site.allowed_units)
-    invalid_any = ~np.isfinite(data).all(axis=0)
+    invalid_mask = ~np.isfinite(data)
     data, invalid = mend_invalid(record, data, names)
     check_signals(record, data, names, cfg)
     data = resample_and_filter(data, record.sfreq, cfg)
@@ -209,7 +210,9 @@ def preprocess_record(
     if site.label_first_token:
         annotations = [dataclasses.replace(a, label=a.label.split()[0]) if a.label.split() else a for a in annotations]
     y, unmapped, dropped = label_windows(annotations, onsets, cfg.window_s, site.label_map, vocabulary, cfg.label_coverage)
-    bad = invalid_windows(invalid_any, record.sfreq, cfg.window_s, n_win) & (y >= 0)
+    labelled = y >= 0
+    per_channel = [invalid_windows(m, record.sfreq, cfg.window_s, n_win) & labelled for m in invalid_mask]
+    bad = np.any(per_channel, axis=0) if per_channel else np.zeros(n_win, bool)
     if bad.any():
         dropped["invalid samples"] += int(bad.sum())
     keep = (y >= 0) & ~bad
@@ -218,4 +221,4 @@ def preprocess_record(
     x = normalise(windows, cfg.normalisation, cfg.clip).astype(np.float32)
     return RecordWindows(x=x, y=y[keep], onsets=onsets[keep], ch_names=names, unmapped=unmapped, dropped=dropped,
                          units=units, rates=[record.channel_rate(n) for n in names], invalid=[int(c) for c in invalid],
-                         invalid_windows=int(bad.sum()))
+                         invalid_windows=int(bad.sum()), invalid_windows_per_channel=[int(b.sum()) for b in per_channel])

@@ -24,7 +24,7 @@ from shared.errors import RecordError, SiteError
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.tsv"
-CACHE_VERSION = 4  # 2: label_note; 3: units and own rates per channel; 4: invalid samples mended, counted
+CACHE_VERSION = 5  # 2: label_note; 3: units and own rates per channel; 4: invalid samples mended, counted; 5: per channel
 
 
 @dataclass
@@ -42,6 +42,7 @@ class RecordInfo:
     rates: list[float] = field(default_factory=list)  # per picked channel, its own rate
     invalid: list[int] = field(default_factory=list)  # per picked channel, invalid samples
     invalid_windows: int = 0  # labelled windows lost to invalid samples
+    invalid_windows_per_channel: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -183,7 +184,8 @@ def load_site(
             meta = {
                 "files": cache.file_stamp(raw.files),
                 "info": RecordInfo(raw.name, raw.subject or "", raw.sfreq, win.ch_names, raw.duration_s, len(win.y),
-                                   [str(f) for f in raw.files], win.units, win.rates, win.invalid, win.invalid_windows).__dict__,
+                                   [str(f) for f in raw.files], win.units, win.rates, win.invalid, win.invalid_windows,
+                                   win.invalid_windows_per_channel).__dict__,
                 "unmapped": dict(win.unmapped),
                 "dropped": dict(win.dropped),
                 "label_note": raw.label_note,

@@ -39,6 +39,7 @@ class SiteReport:
     channel_rates: dict[str, list[float]] = field(default_factory=dict)  # per picked channel, its own rates
     channel_invalid: dict[str, int] = field(default_factory=dict)  # per picked channel, invalid samples over all records
     invalid_windows: int = 0  # labelled windows lost to invalid samples
+    channel_invalid_windows: dict[str, int] = field(default_factory=dict)  # per picked channel, windows its invalid samples touch
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("site", "site_dir")}
@@ -70,6 +71,8 @@ def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessCon
             if i < len(rec.rates) and rec.rates[i] not in report.channel_rates.setdefault(name, []):
                 report.channel_rates[name].append(rec.rates[i])
             report.channel_invalid[name] = report.channel_invalid.get(name, 0) + (rec.invalid[i] if i < len(rec.invalid) else 0)
+            lost = rec.invalid_windows_per_channel[i] if i < len(rec.invalid_windows_per_channel) else 0
+            report.channel_invalid_windows[name] = report.channel_invalid_windows.get(name, 0) + lost
         report.invalid_windows += rec.invalid_windows
     _, per_subject = np.unique(np.asarray(data.subject).astype(str), return_counts=True)
     report.max_windows_per_subject = int(per_subject.max()) if len(per_subject) else 0
@@ -94,8 +97,9 @@ def format_report(r: SiteReport) -> str:
             f"subjects    {len(r.subjects)}",
             f"channels    {', '.join(r.channels)}",
             *[f"  {n}: {'/'.join(f'{f:g}' for f in r.channel_rates.get(n, []))} Hz as recorded, unit "
-              f"{'/'.join(r.channel_units.get(n, [])) or '?'}, {r.channel_invalid.get(n, 0)} invalid samples" for n in r.channels],
-            f"invalid     {r.invalid_windows} labelled window(s) dropped because they touch an invalid sample",
+              f"{'/'.join(r.channel_units.get(n, [])) or '?'}, {r.channel_invalid.get(n, 0)} invalid samples costing "
+              f"{r.channel_invalid_windows.get(n, 0)} window(s)" for n in r.channels],
+            f"invalid     {r.invalid_windows} labelled window(s) dropped in all because they touch an invalid sample",
             f"rates       {', '.join(f'{f:g} Hz' for f in r.sampling_rates)}",
             f"duration    {d.sum() / 3600:.2f} h in all, {d.min() / 60:.1f}-{d.max() / 60:.1f} min per record",
             f"privacy     {r.privacy.removeprefix('privacy ')}",

@@ -100,7 +100,7 @@ def test_a_missing_annotation_file_is_named_and_skipped_records_reach_the_json(t
 def test_the_check_prints_each_channels_own_rate_and_unit(tiny_federation, capsys):
     assert main([str(tiny_federation / "eeg_a"), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "  Fpz-Cz: 100 Hz as recorded, unit V, 0 invalid samples" in out and "invalid     0 labelled window(s)" in out
+    assert "  Fpz-Cz: 100 Hz as recorded, unit V, 0 invalid samples costing 0 window(s)" in out and "invalid     0 labelled window(s) dropped in all" in out
     assert main([str(tiny_federation / "ecg_b"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["channel_units"] == {"MLII": ["mV"], "V5": ["mV"]} and report["channel_rates"]["MLII"] == [360.0]
@@ -124,4 +124,5 @@ def test_the_check_counts_invalid_samples_and_the_windows_they_cost(tmp_path, ca
     assert main([str(folder), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["channel_invalid"] == {"ECG": 6} and report["invalid_windows"] == 2
+    assert report["channel_invalid_windows"] == {"ECG": 2}
     assert report["dropped"] == {"invalid samples": 2}
