@@ -21,7 +21,7 @@ def main() -> None:
     for h in (0.1, 0.2, 0.4):
         print(f"\nhonest-site heterogeneity {h:.1f} (5 sites, 1 poisoned); cells: prototype shift / weight shift")
         print(f"{'aggregator':<14}" + "".join(f"{a:>22}" for a in ATTACKS))
-        for method in ("mean", "trimmed_mean", "median"):
+        for method in ("mean", "trimmed_mean", "median", "centered_clip"):
             cells = [shifts(a, method, Scenario(heterogeneity=h)) for a in ATTACKS]
             print(f"{method:<14}" + "".join(f"{p:>12.3f} / {w:<7.3f}" for p, w in cells))
 

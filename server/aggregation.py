@@ -3,10 +3,12 @@
 Counts are self-reported, so they never buy influence beyond `count_cap` per class. Each
 aggregator takes the stacked prototypes (sites, C, d) and capped counts (sites, C) of ONE
 modality and returns (C, d) prototypes. A site that did not release a class (count 0) does
-not take part in that class. Registry by name: `mean` (count-weighted), `trimmed_mean`
-(coordinate-wise; drops the `trim` fraction of sites at each end, at least one each end once
-three sites take part), `median` (coordinate-wise). Weights use the same aggregator: `mean` is
-FedAvg weighted by capped counts, the others are coordinate-wise and ignore counts entirely.
+not take part in that class. Registry by name: `centered_clip` (the default: the mean after
+clipping each site's distance from the coordinate-wise median to the median distance),
+`mean` (count-weighted), `trimmed_mean` (coordinate-wise; drops the `trim` fraction of sites
+at each end, at least one each end once three sites take part), `median` (coordinate-wise).
+Weights use the same aggregator: `mean` is FedAvg weighted by capped counts, `centered_clip`
+clips whole-model distances, the others are coordinate-wise; all but `mean` ignore counts.
 """
 
 from __future__ import annotations
@@ -49,6 +51,23 @@ def trimmed_mean_rows(rows: np.ndarray, trim: float) -> np.ndarray:
     return s[k: len(rows) - k].mean(0)
 
 
+def centered_clip_rows(rows: np.ndarray) -> np.ndarray:
+    """Mean of the rows after clipping each one's distance from the coordinate-wise median to the median distance.
+
+    Centred clipping (Karimireddy, He & Jaggi 2021): honest rows, at similar distances, are
+    barely clipped, so the result stays close to their mean (all rows count); a row far out
+    moves the result by at most (median distance) / n, whatever it holds.
+    """
+    if len(rows) < 3:
+        return rows.mean(0)
+    centre = np.median(rows, axis=0)
+    dev = rows - centre
+    norms = np.linalg.norm(dev.reshape(len(rows), -1), axis=1)
+    tau = np.median(norms)
+    scale = np.minimum(1.0, tau / np.maximum(norms, 1e-12))
+    return centre + (dev * scale.reshape(-1, *[1] * (rows.ndim - 1))).mean(0)
+
+
 def _weighted_mean(p: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
     total = w.sum(0)
     return np.einsum("sc,scd->cd", w, p) / np.maximum(total, 1e-12)[:, None]
@@ -71,8 +90,12 @@ def _median(p: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
     return _per_class(p, w, lambda rows: np.median(rows, axis=0))
 
 
+def _centered_clip(p: np.ndarray, w: np.ndarray, trim: float) -> np.ndarray:
+    return _per_class(p, w, centered_clip_rows)
+
+
 AGGREGATORS: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
-    "mean": _weighted_mean, "trimmed_mean": _trimmed_mean, "median": _median,
+    "mean": _weighted_mean, "trimmed_mean": _trimmed_mean, "median": _median, "centered_clip": _centered_clip,
 }
 
 
@@ -98,5 +121,15 @@ def aggregate_weights(weights: list[dict[str, np.ndarray]], sizes: list[float], 
         total = sum(capped)
         share = [s / total if total > 0 else 1 / len(capped) for s in capped]
         return {k: sum(a * np.asarray(w[k], np.float64) for a, w in zip(share, weights)).astype(np.float32) for k in weights[0]}
+    if method == "centered_clip":  # on the whole model as one vector, so the clipping radius is one model distance
+        keys = list(weights[0])
+        flat = np.stack([np.concatenate([np.asarray(w[k], np.float64).ravel() for k in keys]) for w in weights])
+        out, start = centered_clip_rows(flat), 0
+        result = {}
+        for k in keys:
+            size = int(np.asarray(weights[0][k]).size)
+            result[k] = out[start:start + size].reshape(np.shape(weights[0][k])).astype(np.float32)
+            start += size
+        return result
     reduce = (lambda rows: np.median(rows, axis=0)) if method == "median" else (lambda rows: trimmed_mean_rows(rows, trim))
     return {k: reduce(np.stack([np.asarray(w[k], np.float64) for w in weights])).astype(np.float32) for k in weights[0]}

@@ -21,7 +21,7 @@ from shared.privacy.config import PrivacyConfig
 from shared.schema import build
 from shared.train_config import TrainConfig
 
-AGGREGATORS = ("mean", "trimmed_mean", "median")
+AGGREGATORS = ("mean", "trimmed_mean", "median", "centered_clip")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class FederationConfig:
     join_wait_s: float = 0.0  # how long a later round waits for missing sites to (re)join before it starts
     round_timeout_s: float = 600.0
     share_weights: bool = False
-    aggregator: str = "trimmed_mean"
+    aggregator: str = "centered_clip"
     trim_fraction: float = 0.2
     federation_dir: str = "data/generated/default"
     results_dir: str = "results/latest"

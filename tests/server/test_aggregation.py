@@ -16,7 +16,7 @@ def test_weighted_mean_ignores_sites_that_did_not_release_a_class():
     assert out.counts.tolist() == [40.0, 10.0] and out.n_sites == 2
 
 
-@pytest.mark.parametrize("method", ["median", "trimmed_mean"])
+@pytest.mark.parametrize("method", ["median", "trimmed_mean", "centered_clip"])
 def test_robust_aggregators_resist_one_poisoned_site(method):
     honest = [np.array([[1.0, 0.0]]) + 0.01 * i for i in range(4)]
     poisoned = [np.array([[1000.0, -1000.0]])]
@@ -56,3 +56,15 @@ def test_one_poisoned_site_of_five_moves_the_default_aggregate_by_under_ten_perc
     assert proto_shift < 0.10 and weight_shift < 0.10
     mean_p, mean_w = shifts(attack, "mean", Scenario(heterogeneity=0.1))
     assert max(mean_p, mean_w) > 0.25  # the count-weighted mean is captured: the bound above means something
+
+
+def test_centered_clip_is_the_mean_of_agreeing_sites_and_bounds_an_outlier():
+    from server.aggregation import centered_clip_rows
+
+    rng = np.random.default_rng(0)
+    honest = rng.normal(0, 1, (6, 8))
+    assert np.allclose(centered_clip_rows(honest[:2]), honest[:2].mean(0))  # two sites: nothing to clip against
+    far = np.vstack([honest, [np.full(8, 1e6)]])
+    centre = np.median(far, axis=0)
+    radius = np.median(np.linalg.norm(far - centre, axis=1))
+    assert np.linalg.norm(centered_clip_rows(far) - centered_clip_rows(honest)) < 2 * radius  # not 1e6 / 7
