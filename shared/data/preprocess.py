@@ -14,7 +14,7 @@ from scipy.signal import resample_poly
 
 from shared.data.config import PreprocessConfig, SiteConfig, check_label_map
 from shared.data.readers.base import Annotation, RawRecord
-from shared.errors import ConfigError, RecordError
+from shared.errors import RecordError
 
 
 # a label may miss this share of a window and still count as covering it (first-sample notes, rounding)

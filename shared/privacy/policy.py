@@ -8,7 +8,6 @@ is refused by the name of the policy key, before the site reads a window or spen
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
