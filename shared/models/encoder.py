@@ -12,6 +12,7 @@ same-modality sites with different montages can average weights.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -186,6 +187,7 @@ def build_encoder(cfg: EncoderConfig, seed: int | None = None) -> CrissCrossEnco
             torch.random.set_rng_state(gen_state)
 
 
+@functools.lru_cache(maxsize=16)
 def weight_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of the encoder `cfg` builds: what a shared-weights message must hold."""
+    """Parameter names and shapes of the encoder `cfg` builds: what a shared-weights message must hold (cached; do not mutate)."""
     return {k: tuple(v.shape) for k, v in build_encoder(cfg, seed=0).state_dict().items()}
