@@ -36,11 +36,7 @@ def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy 
 
     def spec_for(context: Context) -> ReplySpec:
         s, node = setup(context)
-        model_cfg = s.model_for(node.site.modality)
-        share = s.federation.share_weights
-        return ReplySpec(n_classes=len(s.data.vocabulary), embed_dim=model_cfg.embed_dim,
-                         weight_shapes=weight_shapes(model_cfg) if share else None,
-                         epsilon_budget=min(s.privacy.epsilon, node.policy.epsilon) if s.privacy.enabled else None)
+        return s.reply_spec(node.site.modality)  # the run's budget: `enforce` has already held it to the policy's
 
     app = ClientApp(mods=[make_allowlist_mod(spec_for)])
 

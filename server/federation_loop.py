@@ -21,7 +21,6 @@ from flwr.serverapp import Grid
 
 from server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_csv, write_json
 from shared.errors import FedXAlignError
-from shared.models.encoder import weight_shapes
 from shared.protocol import ReplySpec, message_records, pack_global, reply_problems
 from shared.runconfig import RunSettings
 
@@ -149,14 +148,6 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
     return state
 
 
-def reply_spec(settings: RunSettings, modality: str) -> ReplySpec:
-    """What the coordinator accepts from a site of `modality`: the same rule set the site's allow-list applies."""
-    share = settings.federation.share_weights
-    return ReplySpec(n_classes=len(settings.data.vocabulary), embed_dim=settings.model.embed_dim,
-                     weight_shapes=weight_shapes(settings.model_for(modality)) if share else None,
-                     epsilon_budget=settings.privacy.epsilon if settings.privacy.enabled else None)
-
-
 def checked_records(reply: Message, kind: str, spec: ReplySpec | None) -> tuple[dict, list[str]]:
     """A reply's records as plain values and what makes them undocumented; nothing in a reply can raise here."""
     try:
@@ -168,7 +159,7 @@ def checked_records(reply: Message, kind: str, spec: ReplySpec | None) -> tuple[
 
 def checked_result(reply: Message, site: dict[str, str], settings: RunSettings) -> tuple[SiteResult | None, list[str]]:
     """The reply as a SiteResult, or the reasons it is dropped; nothing in a reply can raise here."""
-    records, problems = checked_records(reply, "train", reply_spec(settings, site["modality"]))
+    records, problems = checked_records(reply, "train", settings.reply_spec(site["modality"]))
     if problems:
         return None, problems
     return SiteResult(site=site["site"], modality=site["modality"], arrays=dict(records["release"][1]),
@@ -190,7 +181,7 @@ def evaluate_sites(grid: Grid, state: ServerState, sites: dict[int, dict[str, st
         src = reply.metadata.src_node_id
         if reply.has_error() or src not in sites:
             continue
-        records, problems = checked_records(reply, "evaluate", reply_spec(settings, sites[src]["modality"]))
+        records, problems = checked_records(reply, "evaluate", settings.reply_spec(sites[src]["modality"]))
         if problems:
             log.warning("round %d: evaluation of %s dropped: %s", rnd, sites[src]["site"], "; ".join(problems[:5]))
             continue

@@ -16,8 +16,9 @@ from typing import Any, Mapping
 
 from shared.data.config import DataConfig, PreprocessConfig, SplitConfig
 from shared.errors import ConfigError, check_option
-from shared.models.encoder import EncoderConfig
+from shared.models.encoder import EncoderConfig, weight_shapes
 from shared.privacy.config import PrivacyConfig
+from shared.protocol import ReplySpec
 from shared.schema import build
 from shared.train_config import TrainConfig
 
@@ -73,6 +74,12 @@ class RunSettings:
 
     def model_for(self, modality: str) -> EncoderConfig:
         return dataclasses.replace(self.model, modality=modality)
+
+    def reply_spec(self, modality: str) -> ReplySpec:
+        """What a site of `modality` may send in this run: the site's allow-list and the coordinator check the same spec."""
+        return ReplySpec(n_classes=len(self.data.vocabulary), embed_dim=self.model.embed_dim,
+                         weight_shapes=weight_shapes(self.model_for(modality)) if self.federation.share_weights else None,
+                         epsilon_budget=self.privacy.epsilon if self.privacy.enabled else None)
 
     def to_flat(self) -> dict[str, Any]:
         flat: dict[str, Any] = {}
