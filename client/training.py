@@ -64,7 +64,8 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, anchors: tor
 
 def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Tensor, present: torch.Tensor,
              train_cfg: TrainConfig, privacy_cfg: PrivacyConfig, ledger: PrivacyLedger,
-             head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None, round_no: int = 0) -> TrainReport:
+             head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None, round_no: int = 0,
+             generator: torch.Generator | None = None) -> TrainReport:
     """Train `model` in place for `local_epochs`, or fewer steps if the budget runs out.
 
     With DP on: Poisson sampling of the privacy unit (windows, or patients with one window
@@ -73,7 +74,8 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     once (stored in the ledger) so that `planned_rounds` rounds of local steps and prototype
     releases fit the budget. Each step is recorded in the ledger, with the loader's own sample
     rate, before it is taken; training stops early (stopped_by_budget) when the next step would
-    leave no room for this round's prototype release.
+    leave no room for this round's prototype release. `generator` fixes sampling and noise (tests
+    only); by default each call draws a fresh one seeded from the OS.
     """
     n = len(dataset)
     if n == 0:
@@ -86,7 +88,7 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier)
     model.train()  # Opacus validates the module in training mode
     if privacy_cfg.enabled:
-        gen = secure_torch_generator()
+        gen = generator if generator is not None else secure_torch_generator()
         if privacy_cfg.unit == "subject":
             loader = subject_loader(dataset, dataset.subject, train_cfg.batch_size, gen)
         else:

@@ -21,15 +21,17 @@ def eval_loss(model, ds, a, present):
 
 
 def test_dp_sgd_lowers_the_loss_within_budget(eeg_site_data, tmp_path):
-    """The noise is fresh from the OS every run; at epsilon 30 (noise multiplier about 0.6) 8 of 8 runs here
-    dropped the loss by 0.39 or more, while at epsilon 8 on 141 windows single runs range from -1.0 to +0.8."""
+    """Sampling, noise and dropout fixed by seeds: with 24 steps, single runs with fresh noise vary widely (at
+    epsilon 30 about one in ten even raised the loss), so the test pins one draw rather than a lucky rate."""
+    torch.manual_seed(0)  # dropout
     ds = eeg_site_data.dataset("train")
     a, present = anchors()
     model = build_encoder(EncoderConfig(), seed=0)
     before = eval_loss(model, ds, a, present)
     cfg = PrivacyConfig(epsilon=30.0)
     ledger = PrivacyLedger(tmp_path / "l.json", cfg)
-    report = dp_train(model, ds, a, present, TrainConfig(local_epochs=8, planned_rounds=1), cfg, ledger)
+    report = dp_train(model, ds, a, present, TrainConfig(local_epochs=8, planned_rounds=1), cfg, ledger,
+                      generator=torch.Generator().manual_seed(0))
     after = eval_loss(model, ds, a, present)
     assert after < before - 0.2
     assert report.noise_multiplier > 0.3 and 0 < report.epsilon <= 30.0
