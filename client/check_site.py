@@ -13,7 +13,7 @@ import yaml
 from shared.data.config import DataConfig, SiteConfig, check_label_map
 from shared.data.site_check import check_site, format_report
 from shared.errors import ConfigError
-from shared.privacy.policy import POLICY_FILE, SitePolicy
+from shared.privacy.policy import SitePolicy
 
 DEFAULT_DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "default.yaml"
 
@@ -37,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         site = SiteConfig.from_mapping(yaml.safe_load(args.site_config.read_text())) if args.site_config else SiteConfig.from_site_dir(args.site_dir)
         data_cfg = DataConfig.from_mapping(yaml.safe_load(args.data_config.read_text()))
-        policy_path = args.policy or args.site_dir / POLICY_FILE
-        policy = SitePolicy.from_mapping(yaml.safe_load(policy_path.read_text()) or {}) if policy_path.is_file() else SitePolicy()
-        if args.policy and not args.policy.is_file():
-            raise ConfigError(f"--policy {args.policy} does not exist")
+        policy = SitePolicy.load(args.site_dir, args.policy, named="--policy")
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ import yaml
 from shared.data.config import SiteConfig
 from shared.data.site import SiteData, federation_sites, load_federation_site
 from shared.errors import ConfigError
-from shared.privacy.policy import POLICY_FILE, SitePolicy
+from shared.privacy.policy import SitePolicy
 from shared.runconfig import RunSettings
 
 POLICY_KEYS = {"dp-required": "dp_required", "privacy-epsilon": "epsilon", "privacy-delta": "delta", "privacy-unit": "unit",
@@ -51,15 +51,9 @@ def read_policy(node_config: Mapping[str, Any], site_dir: Path, sim_policy: Site
     """The simulation's policy, else `policy-file`, else `<site_dir>/policy.yaml`, else the strict defaults; then the node keys."""
     if sim_policy is not None:
         policy = sim_policy
-    elif "policy-file" in node_config:
-        path = Path(str(node_config["policy-file"]))
-        if not path.is_file():
-            raise ConfigError(f"node_config policy-file {path} does not exist")
-        policy = SitePolicy.from_mapping(yaml.safe_load(path.read_text()) or {})
-    elif (site_dir / POLICY_FILE).is_file():
-        policy = SitePolicy.from_mapping(yaml.safe_load((site_dir / POLICY_FILE).read_text()) or {})
     else:
-        policy = SitePolicy()
+        path = Path(str(node_config["policy-file"])) if "policy-file" in node_config else None
+        policy = SitePolicy.load(site_dir, path, named="node_config policy-file")
     convert = {"dp_required": _as_bool, "share_weights": _as_bool, "share_metrics": _as_bool, "share_train_loss": _as_bool,
                "epsilon": float, "delta": float, "unit": str, "max_rounds": int}
     try:

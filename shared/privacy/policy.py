@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
+
+import yaml
 
 from shared.errors import ConfigError, FedXAlignError, check_option
 from shared.privacy.config import UNITS, PrivacyConfig
@@ -59,6 +62,16 @@ class SitePolicy:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SitePolicy:
         return build(cls, values, "site policy")
+
+    @classmethod
+    def load(cls, site_dir: Path, path: Path | None = None, named: str = "policy file") -> SitePolicy:
+        """`path` (which must exist; `named` says where it was given), else `<site_dir>/policy.yaml` when present, else the strict defaults."""
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{named} {path} does not exist")
+        path = path if path is not None else site_dir / POLICY_FILE
+        if not path.is_file():
+            return cls()
+        return cls.from_mapping(yaml.safe_load(path.read_text()) or {})
 
     @classmethod
     def permitting(cls, privacy: PrivacyConfig, *, share_weights: bool, share_train_loss: bool, rounds: int) -> SitePolicy:
