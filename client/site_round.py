@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from client.training import TrainConfig, TrainReport, dp_train, embed
+from shared.atomic_files import write_npz
 from shared.data.site import SiteData
 from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
 from shared.privacy.config import PrivacyConfig
@@ -87,22 +86,13 @@ def _reply_path(state_dir: Path, round_no: int, key: str) -> Path:
     return state_dir / REPLIES_DIR / f"round_{round_no:05d}_{key}.npz"
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray], metrics: dict[str, float] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    os.close(fd)
-    extra = {"__metrics__": np.array(json.dumps(metrics))} if metrics is not None else {}
-    np.savez(tmp, **arrays, **extra)
-    os.replace(tmp, path)
-
-
 def cached_reply(state_dir: Path, round_no: int, key: str) -> SiteReply | None:
     path = _reply_path(state_dir, round_no, key)
     if round_no <= 0 or not path.is_file():
         return None
     with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files if k != "__metrics__"}
-        metrics = json.loads(str(npz["__metrics__"]))
+        arrays = {k: npz[k] for k in npz.files if k != "meta"}
+        metrics = json.loads(str(npz["meta"]))
     return SiteReply(arrays, metrics, None, replayed=True)
 
 
@@ -139,7 +129,7 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
     anchors = glob.anchors if glob.anchors is not None else local_anchors(anchor_key or data.site.name, n_classes, dim)
     present = glob.present if glob.present is not None else np.ones(n_classes, bool)
     head = torch.from_numpy(np.asarray(glob.head, np.float32)) if glob.head is not None else None
-    _save_npz(state_dir / LAST_GLOBAL_FILE, pack_global(GlobalState(anchors, present, glob.head)))
+    write_npz(state_dir / LAST_GLOBAL_FILE, pack_global(GlobalState(anchors, present, glob.head)))
     model = load_encoder(state_dir, model_cfg, data.site.name, glob.weights)
     train = data.dataset("train")
     unit_subjects = train.subject if privacy_cfg.unit == "subject" else None
@@ -184,5 +174,5 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
                      forbidden_sizes=frozenset({int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y)}))
     check_reply(arrays, metrics, spec)
     if round_no > 0:
-        _save_npz(_reply_path(state_dir, round_no, key), arrays, metrics)
+        write_npz(_reply_path(state_dir, round_no, key), arrays, metrics)
     return SiteReply(arrays, metrics, report)

@@ -16,6 +16,7 @@ import numpy as np
 
 from server.aggregation import ModalityPrototypes, aggregate_prototypes, aggregate_weights, cap_counts
 from server.alignment import AlignResult, align_prototypes, mean_cross_score
+from shared.atomic_files import write_npz
 from shared.protocol import WEIGHT_PREFIX, GlobalState
 from shared.runconfig import RunSettings
 
@@ -57,13 +58,10 @@ class ServerState:
                            weights=self.weights.get(modality) if share_weights else None)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"anchors/{m}": a for m, a in self.anchors.items()} | {f"present/{m}": p for m, p in self.present.items()}
         arrays |= {f"heads/{m}": h for m, h in self.heads.items()}
         arrays |= {f"weights/{m}/{k}": v for m, w in self.weights.items() for k, v in w.items()}
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, round=np.array(self.round), **arrays)
-        tmp.replace(path)
+        write_npz(path, {"round": np.array(self.round), **arrays})
 
     @classmethod
     def load(cls, path: Path) -> ServerState:

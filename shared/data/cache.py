@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from shared.atomic_files import write_npz
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,5 @@ def load(path: Path) -> dict | None:
 
 
 def save(path: Path, x: np.ndarray, y: np.ndarray, onsets: np.ndarray, meta: dict) -> None:
-    """Write atomically (temp file + rename) so an interrupted run never leaves a half entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, x=x, y=y, onsets=onsets, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Written atomically, so an interrupted run never leaves a half entry."""
+    write_npz(path, {"x": x, "y": y, "onsets": onsets}, meta)

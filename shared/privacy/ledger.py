@@ -11,8 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -20,6 +18,7 @@ import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
+from shared.atomic_files import write_text
 from shared.errors import ConfigError, FedXAlignError
 from shared.privacy.config import PrivacyConfig
 
@@ -154,9 +153,9 @@ class PrivacyLedger:
                  "noise_multiplier": self.noise_multiplier}
         if with_epsilon:
             state["epsilon_spent"] = self.epsilon()
-        _atomic_write(self.path, json.dumps(state, separators=(",", ":")))
+        write_text(self.path, json.dumps(state, separators=(",", ":")), durable=True)
         last = self.events[-1]["hash"] if self.events else ""
-        _atomic_write(self.head_path, json.dumps({"events": len(self.events), "hash": last}))
+        write_text(self.head_path, json.dumps({"events": len(self.events), "hash": last}), durable=True)
 
     def epsilon(self, extra: Iterable[Entry] = ()) -> float:
         """Epsilon at the configured delta for what is recorded plus `extra`; inf when DP is off."""
@@ -221,16 +220,6 @@ class PrivacyLedger:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid)
         return lo
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def calibrate_noise(ledger: PrivacyLedger, sample_rate: float, steps_per_round: int, rounds: int,
