@@ -13,7 +13,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from shared.data.config import PreprocessConfig, SiteConfig, check_label_map
-from shared.data.readers.base import Annotation, RawRecord
+from shared.data.readers.base import Annotation, RawRecord, is_electrical
 from shared.errors import RecordError
 
 
@@ -57,15 +57,12 @@ def pick_channels(record: RawRecord, wanted: Sequence[str]) -> tuple[np.ndarray,
     return record.signals[idx], [record.ch_names[i] for i in idx]
 
 
-ELECTRICAL_UNITS = {"v", "mv", "uv", "\u00b5v", "\u03bcv", "nv"}
-
-
 def check_units(record: RawRecord, names: list[str], allowed: Sequence[str]) -> list[str]:
     """The unit of each picked channel; a non-electrical one (degC, %, mmHg) is refused unless the site allows it."""
     unit_of = dict(zip(record.ch_names, record.units))
     units = [unit_of.get(n, "") for n in names]
     ok = {u.lower() for u in allowed}
-    bad = [f"{n} ({u or 'no unit'})" for n, u in zip(names, units) if u.lower() not in ELECTRICAL_UNITS and u.lower() not in ok]
+    bad = [f"{n} ({u or 'no unit'})" for n, u in zip(names, units) if not is_electrical(u) and u.lower() not in ok]
     if bad:
         raise RecordError(record.path, f"channel(s) {bad} do not carry an electrical unit (V, mV, uV); "
                                        "pick other channels, or list the unit in the site's allowed_units")

@@ -8,6 +8,14 @@ from pathlib import Path
 import numpy as np
 
 
+# electrical units and their factor to volts; any other unit (degC, %, mmHg) is not a potential
+VOLT_SCALE = {"v": 1.0, "mv": 1e-3, "uv": 1e-6, "\u00b5v": 1e-6, "\u03bcv": 1e-6, "nv": 1e-9}
+
+
+def is_electrical(unit: str) -> bool:
+    return unit.strip().lower() in VOLT_SCALE
+
+
 @dataclass(frozen=True)
 class Annotation:
     """A labelled span (`duration` > 0) or a point event (`duration` == 0), in seconds from record start."""

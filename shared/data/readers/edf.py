@@ -10,7 +10,7 @@ import mne
 import numpy as np
 
 from shared.data.config import SiteConfig
-from shared.data.readers.base import Annotation, RawRecord
+from shared.data.readers.base import VOLT_SCALE, Annotation, RawRecord, is_electrical
 from shared.errors import RecordError
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,11 @@ class EdfHeader:
 
 
 ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
-ELECTRICAL = {"v", "mv", "uv", "\u00b5v", "\u03bcv", "nv"}  # MNE scales these to volts
 
 
 def channel_unit(header_unit: str) -> str:
     """The unit of a channel as MNE hands it over: volts for any electrical dimension, else the header's own text."""
-    return "V" if header_unit.strip().lower() in ELECTRICAL else (header_unit.strip() or "(none)")
+    return "V" if is_electrical(header_unit) else (header_unit.strip() or "(none)")  # MNE scales electrical units to volts
 
 
 def check_edf_header(path: Path, bytes_per_sample: int) -> EdfHeader:
@@ -107,9 +106,6 @@ def check_edf_header(path: Path, bytes_per_sample: int) -> EdfHeader:
     return header
 
 
-UNIT_SCALE = {"v": 1.0, "mv": 1e-3, "uv": 1e-6, "\u00b5v": 1e-6, "\u03bcv": 1e-6, "nv": 1e-9}
-
-
 def mark_digital_extremes(data: np.ndarray, names: list[str], header: EdfHeader) -> None:
     """Set to NaN, in place, samples at a channel's digital minimum or maximum: clipped or gap-filled, not measured."""
     for c, name in enumerate(names):
@@ -117,7 +113,7 @@ def mark_digital_extremes(data: np.ndarray, names: list[str], header: EdfHeader)
         if ext is None:
             continue
         i = header.labels.index(name)
-        scale = UNIT_SCALE.get(header.units[i].strip().lower(), 1.0)  # MNE hands electrical channels over in volts
+        scale = VOLT_SCALE.get(header.units[i].strip().lower(), 1.0)  # MNE hands electrical channels over in volts
         lo, hi, step = (v * scale for v in ext)
         at_edge = (np.abs(data[c] - lo) < 0.5 * abs(step)) | (np.abs(data[c] - hi) < 0.5 * abs(step))
         data[c, at_edge] = np.nan
