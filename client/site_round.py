@@ -158,7 +158,6 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
     else:
         log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
                     data.site.name, ledger.epsilon(), privacy_cfg.epsilon)
-    ledger.save()
     arrays = {"prototypes": release.prototypes, "counts": release.counts}
     if share_weights:
         arrays |= {WEIGHT_PREFIX + k: v.detach().numpy().copy() for k, v in model.state_dict().items()}

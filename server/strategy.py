@@ -119,7 +119,7 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         return new, RoundSummary(round=new.round, n_sites=len(results), sites=sorted(r.site for r in results),
                                  alignment_before=float("nan"), alignment_after=float("nan"), classes_per_modality={},
                                  train_loss=_mean_loss(results))
-    dim = next(iter(protos.values())).prototypes.shape[1] if protos else settings.model.embed_dim
+    dim = next(iter(protos.values())).prototypes.shape[1]
     if align.enabled and len(protos) > 1:
         previous = state.anchors.get(align.anchor_modality, next(iter(state.anchors.values()), None))
         result: AlignResult = align_prototypes(protos, align, seed=new.round, previous=previous)
@@ -148,23 +148,20 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
 
 
 def _keep_finite(old: ServerState, new: ServerState) -> ServerState:
-    """Last guard: a non-finite anchor, head or weight never reaches the broadcast; the previous value stays."""
-    for attr in ("anchors", "heads"):
-        table = getattr(new, attr)
-        for m, arr in list(table.items()):
-            if not np.all(np.isfinite(arr)):
-                log.error("round %d: non-finite %s for %s; keeping round %d's", new.round, attr, m, old.round)
-                table[m] = getattr(old, attr).get(m, np.eye(arr.shape[-1], dtype=np.float32) if attr == "heads" else arr)
-                if attr == "anchors" and m not in old.anchors:
-                    del table[m]
-                    new.present.pop(m, None)
-    for m, w in list(new.weights.items()):
-        if not all(np.all(np.isfinite(v)) for v in w.values()):
-            log.error("round %d: non-finite averaged weights for %s; keeping round %d's", new.round, m, old.round)
-            if m in old.weights:
-                new.weights[m] = old.weights[m]
+    """Last guard: a non-finite anchor, head or weight never reaches the broadcast; the previous value stays (or none)."""
+    for attr in ("anchors", "heads", "weights"):
+        table, before = getattr(new, attr), getattr(old, attr)
+        for m, value in list(table.items()):
+            arrays = value.values() if attr == "weights" else [value]
+            if all(np.all(np.isfinite(a)) for a in arrays):
+                continue
+            log.error("round %d: non-finite %s for %s; keeping round %d's", new.round, attr, m, old.round)
+            if m in before:
+                table[m] = before[m]
             else:
-                del new.weights[m]
+                del table[m]
+                if attr == "anchors":
+                    new.present.pop(m, None)
     return new
 
 

@@ -147,9 +147,7 @@ def _train_problems(arrays: Mapping[str, Any], metrics: Mapping[str, Any], spec:
 def check_reply(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float], spec: ReplySpec, kind: str = "train") -> None:
     """Raise DisallowedReply unless (arrays, metrics) is exactly the documented message (the site's own pre-send check)."""
     records: dict[str, tuple[str, Mapping[str, Any]]] = {"metrics": ("metric", metrics)}
-    if kind == "train":
-        records["release"] = ("array", arrays)
-    elif arrays:
+    if kind == "train" or arrays:  # arrays in another reply are refused as an undocumented record
         records["release"] = ("array", arrays)
     problems = reply_problems(kind, records, spec)
     if problems:

@@ -147,12 +147,10 @@ class PrivacyLedger:
         self._rebuild()
         self.save()
 
-    def save(self, with_epsilon: bool = True) -> None:
+    def save(self) -> None:
         """Atomic writes (temp file + rename) of the ledger, then of its head."""
         state = {"header": self._header, "events": self.events, "epsilon_budget": self.cfg.epsilon, "counts": self.counts,
-                 "noise_multiplier": self.noise_multiplier}
-        if with_epsilon:
-            state["epsilon_spent"] = self.epsilon()
+                 "noise_multiplier": self.noise_multiplier, "epsilon_spent": self.epsilon()}
         write_text(self.path, json.dumps(state, separators=(",", ":")), durable=True)
         last = self.events[-1]["hash"] if self.events else ""
         write_text(self.head_path, json.dumps({"events": len(self.events), "hash": last}), durable=True)
