@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
@@ -140,7 +139,7 @@ def simulate(cfg: DictConfig) -> dict:
     print(report.sites_table(site_rows, within))
     print()
     if settings.privacy.enabled:
-        k = max(int(np.unique(d.dataset("train").subject.astype(str), return_counts=True)[1].max()) for d in sites)
+        k = max(d.max_windows_per_subject("train") for d in sites)
         print(describe_unit(settings.privacy.epsilon, settings.privacy.delta, settings.privacy.unit, k))
     print(f"every site within its budget: {budget_ok}; federated run {fed_wall:.0f} s, total {time.time() - t0:.0f} s; results in {out}")
     return summary

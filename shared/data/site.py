@@ -74,6 +74,11 @@ class SiteData:
         counts = np.bincount(y, minlength=len(self.vocabulary))
         return {name: int(c) for name, c in zip(self.vocabulary, counts)}
 
+    def max_windows_per_subject(self, split: str | None = None) -> int:
+        """The most windows one subject contributes: the group size that window-level privacy leaves a patient."""
+        subjects = self.subject if split is None else self.subject[self.split == split]
+        return int(np.unique(np.asarray(subjects).astype(str), return_counts=True)[1].max()) if len(subjects) else 0
+
     def dataset(self, split: str | None = None) -> WindowDataset:
         mask = np.ones(len(self.y), bool) if split is None else self.split == split
         return WindowDataset(self.x[mask], self.y[mask], self.preprocess.n_patches, self.preprocess.patch_samples,

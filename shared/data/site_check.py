@@ -74,8 +74,7 @@ def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessCon
             lost = rec.invalid_windows_per_channel[i] if i < len(rec.invalid_windows_per_channel) else 0
             report.channel_invalid_windows[name] = report.channel_invalid_windows.get(name, 0) + lost
         report.invalid_windows += rec.invalid_windows
-    _, per_subject = np.unique(np.asarray(data.subject).astype(str), return_counts=True)
-    report.max_windows_per_subject = int(per_subject.max()) if len(per_subject) else 0
+    report.max_windows_per_subject = data.max_windows_per_subject()
     policy = policy or SitePolicy()
     report.privacy = describe_unit(policy.epsilon, policy.delta, policy.unit, report.max_windows_per_subject)
     empty = [k for k, v in windows["all"].items() if v < min_windows_per_label]

@@ -54,7 +54,7 @@ class SubjectPoissonSampler:
 
 
 def subject_loader(dataset: Dataset, subjects: np.ndarray, batch_size: int, generator: torch.Generator) -> DataLoader:
-    n_subjects = len(np.unique(np.asarray(subjects).astype(str)))
+    n_subjects = len(np.unique(np.asarray(subjects).astype(str)))  # the rate depends on it, so it comes first
     sampler = SubjectPoissonSampler(subjects, poisson_rate(n_subjects, batch_size), generator)
     sample = dataset[0]
     collate = wrap_collate_with_empty(collate_fn=default_collate, sample_empty_shapes=[(0, *x.shape) for x in sample],
