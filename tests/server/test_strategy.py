@@ -101,3 +101,30 @@ def test_non_finite_aggregates_never_reach_the_broadcast():
     after, _ = aggregate_round(state, bad, s)
     assert np.array_equal(after.weights["eeg"]["w"], state.weights["eeg"]["w"])
     assert all(np.all(np.isfinite(a)) for a in after.anchors.values())
+
+
+def test_the_compounded_head_stays_a_rotation_over_many_rounds():
+    # prototypes that need a shear to match: without re-orthogonalisation the product of
+    # per-round maps drifts toward a singular matrix (condition number grows round after round)
+    state = ServerState()
+    conds = []
+    for rnd in range(12):
+        results = [result("e1", "eeg", 100 + rnd), result("c1", "ecg", 200 + rnd)]
+        results[1].arrays["prototypes"] = results[1].arrays["prototypes"] * np.array([5.0, 1.0, 0.2, 0.05], np.float32)
+        state, summary = aggregate_round(state, results, settings())
+        conds.append(summary.head_condition["ecg"])
+    head = state.heads["ecg"]
+    assert np.allclose(head @ head.T, np.eye(4), atol=1e-5)
+    assert max(conds) < 1.0 + 1e-4
+
+
+def test_polar_factor_is_the_nearest_rotation():
+    from server.strategy import condition_number, polar_factor
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    shear = q @ np.diag([3.0, 1.0, 0.5, 0.01])
+    assert condition_number(shear) > 100
+    p = polar_factor(shear)
+    assert np.allclose(p @ p.T, np.eye(4), atol=1e-5)
+    assert np.allclose(polar_factor(q), q, atol=1e-5)  # a rotation is its own polar factor
