@@ -15,15 +15,20 @@ from sklearn.decomposition import PCA  # noqa: E402
 from simulations.evaluate import SiteEmbeddings  # noqa: E402
 
 METHOD_LABELS = {"fedxalign": "FedXAlign (aligned)", "fedavg": "FedAvg, no alignment", "local": "local only",
-                 "central": "centralised, pooled, non-private"}
+                 "central": "centralised, pooled, non-private, converged", "features": "features + logistic regression"}
+
+
+def _cell(v: float, width: int) -> str:
+    return f"{v:{width}.3f}" if v == v else f"{'-':>{width}s}"
 
 
 def methods_table(methods: dict[str, dict]) -> str:
-    head = f"{'method':34s} {'EEG->ECG':>9s} {'ECG->EEG':>9s} {'within EEG':>11s} {'within ECG':>11s} {'align':>7s}"
+    cols = [("eeg_to_ecg", "EEG->ECG"), ("ecg_to_eeg", "ECG->EEG"), ("within_eeg", "EEG anchor"), ("probe_eeg", "EEG probe"),
+            ("within_ecg", "ECG anchor"), ("probe_ecg", "ECG probe"), ("alignment_score", "align")]
+    head = f"{'method':44s} " + " ".join(f"{label:>10s}" for _, label in cols)
     rows = [head, "-" * len(head)]
     for name, r in methods.items():
-        rows.append(f"{METHOD_LABELS.get(name, name):34s} {r['eeg_to_ecg']:9.3f} {r['ecg_to_eeg']:9.3f} "
-                    f"{r['within_eeg']:11.3f} {r['within_ecg']:11.3f} {r['alignment_score']:7.3f}")
+        rows.append(f"{METHOD_LABELS.get(name, name):44s} " + " ".join(_cell(r[k], 10) for k, _ in cols))
     return "\n".join(rows)
 
 
@@ -38,7 +43,7 @@ def sites_table(site_rows: list[dict], within: dict[str, dict[str, float]]) -> s
     head = f"{'site':16s} {'mod':4s} {'epsilon':>8s} {'budget':>7s} {'bytes/round':>12s} " + " ".join(f"{m:>9s}" for m in within)
     rows = [head, "-" * len(head)]
     for site, r in sorted(last.items()):
-        accs = " ".join(f"{within[m].get(site, float('nan')):9.3f}" for m in within)
+        accs = " ".join(_cell(within[m].get(site, float("nan")), 9) for m in within)
         rows.append(f"{site:16s} {r['modality']:4s} {r['epsilon']:8.3f} {r['epsilon_budget']:7.3g} {total_bytes[site] / rounds:12.0f} {accs}")
     return "\n".join(rows)
 

@@ -81,8 +81,9 @@ def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> N
 def simulate(cfg: DictConfig) -> dict:
     from server.strategy import ServerState, write_csv
     from simulations import report
-    from simulations.centralised import train_centralised
-    from simulations.evaluate import evaluate, from_centralised, from_states
+    from simulations.baseline import feature_baseline
+    from simulations.centralised import ReferenceConfig, train_centralised
+    from simulations.evaluate import evaluate, feature_row, from_centralised, from_states
     from simulations.inprocess import run_federated, run_local_only, unaligned_fedavg_settings
 
     t0 = time.time()
@@ -110,15 +111,20 @@ def simulate(cfg: DictConfig) -> dict:
     if "local" in cfg.baselines:
         run_local_only(sites, settings, out / "baselines" / "local")
         embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site")
+    reference = None
     if "central" in cfg.baselines:
-        encoders, anchors = train_centralised(sites, settings, seed=settings.train.seed)
-        embs["central"] = from_centralised(sites, encoders, anchors)
+        reference = train_centralised(sites, settings, ReferenceConfig.from_mapping(cfg.reference), seed=settings.train.seed)
+        embs["central"] = from_centralised(sites, reference.encoders, reference.anchors)
     methods = {name: evaluate(e, n_classes) for name, e in embs.items()}
+    if "features" in cfg.baselines:
+        methods["features"] = feature_row([feature_baseline(d) for d in sites])
     rounds = json.loads((out / "rounds.json").read_text())
     with (out / "sites.csv").open() as fh:
         site_rows = [{k: (float(v) if k not in ("site", "modality") else v) for k, v in r.items()} for r in csv.DictReader(fh)]
-    within = {name: m["within_site"] for name, m in methods.items()}
-    write_csv(out / "methods.csv", [{"method": k, **{kk: vv for kk, vv in v.items() if kk != "within_site"}} for k, v in methods.items()])
+    within = {name: m["within_site"] for name, m in methods.items() if m["within_site"]}
+    probes = {name: m["probe_site"] for name, m in methods.items()}
+    write_csv(out / "methods.csv", [{"method": k, **{kk: vv for kk, vv in v.items() if not kk.endswith("_site")}}
+                                    for k, v in methods.items()])
     if cfg.plots:
         report.plot_rounds(rounds, out / "rounds.png")
         report.plot_embeddings(embs["fedxalign"], settings.data.vocabulary, out / "embeddings_fedxalign.png", "FedXAlign: EEG and ECG test embeddings")
@@ -129,15 +135,22 @@ def simulate(cfg: DictConfig) -> dict:
         "methods": methods, "rounds": rounds, "federated_wall_s": fed_wall, "total_wall_s": time.time() - t0,
         "epsilon_within_budget": budget_ok, "results_dir": str(out),
         "transfer_vs_central": {k: (m["eeg_to_ecg"] + m["ecg_to_eeg"]) / max(1e-9, (methods["central"]["eeg_to_ecg"] + methods["central"]["ecg_to_eeg"]))
-                                for k, m in methods.items()} if "central" in methods else {},
+                                for k, m in methods.items() if k != "features"} if "central" in methods else {},
+        "reference": {"best_epoch": reference.best_epoch, "epochs_run": reference.epochs_run,
+                      "val_balanced_accuracy": reference.val_balanced_accuracy} if reference else None,
     }
     report.write_summary(out, summary)
     print()
-    print("cross-modal transfer and within-modality balanced accuracy on held-out test subjects (chance 0.20):")
+    print("cross-modal transfer and within-modality balanced accuracy on held-out test subjects (chance 0.20);")
+    print("'anchor' = nearest class anchor, 'probe' = per-site linear probe fitted on the site's train+val subjects:")
     print(report.methods_table(methods))
+    if reference:
+        print(f"centralised reference: best validation epoch {reference.best_epoch} of {reference.epochs_run} run "
+              f"(early stopping, patience {cfg.reference.patience}); FedXAlign transfer = "
+              f"{summary['transfer_vs_central']['fedxalign']:.2f} of it")
     print()
-    print("per site (final round): spent epsilon, bytes sent per round, within-site balanced accuracy per method:")
-    print(report.sites_table(site_rows, within))
+    print("per site (final round): spent epsilon, bytes sent per round, within-site balanced accuracy (probe) per method:")
+    print(report.sites_table(site_rows, probes))
     print()
     if settings.privacy.enabled:
         k = max(d.max_windows_per_subject("train") for d in sites)

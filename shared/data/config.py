@@ -44,6 +44,7 @@ class PreprocessConfig:
     clip: float = 20.0
     label_coverage: float = 1.0
     flat_std: float = 1e-12
+    beat_channels: bool = False  # ECG: add the RR-interval series (shared/data/beats.py) as two channels after the leads
 
     def __post_init__(self) -> None:
         check_option("normalisation", self.normalisation, NORMALISATIONS)

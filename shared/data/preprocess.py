@@ -12,6 +12,7 @@ import mne
 import numpy as np
 from scipy.signal import resample_poly
 
+from shared.data.beats import beat_channels, r_peaks
 from shared.data.config import PreprocessConfig, SiteConfig, check_label_map
 from shared.data.readers.base import Annotation, RawRecord, is_electrical
 from shared.errors import RecordError
@@ -200,6 +201,7 @@ def preprocess_record(
     invalid_mask = ~np.isfinite(data)
     data, invalid = mend_invalid(record, data, names)
     check_signals(record, data, names, cfg)
+    peaks = r_peaks(data[0], record.sfreq) if cfg.beat_channels else None
     data = resample_and_filter(data, record.sfreq, cfg)
     n_win = data.shape[1] // cfg.window_samples
     onsets = np.arange(n_win) * cfg.window_s
@@ -216,6 +218,10 @@ def preprocess_record(
     windows = data[:, : n_win * cfg.window_samples].reshape(len(names), n_win, cfg.window_samples)
     windows = np.ascontiguousarray(windows.transpose(1, 0, 2)[keep])
     x = normalise(windows, cfg.normalisation, cfg.clip).astype(np.float32)
+    if peaks is not None:  # physical scales, not per-window normalised: heart rate must survive
+        beats = beat_channels(peaks, record.sfreq, n_win * cfg.window_samples, cfg.sfreq)
+        beats = beats.reshape(2, n_win, cfg.window_samples).transpose(1, 0, 2)[keep]
+        x = np.concatenate([x, np.clip(beats, -cfg.clip, cfg.clip)], axis=1)
     return RecordWindows(x=x, y=y[keep], onsets=onsets[keep], ch_names=names, unmapped=unmapped, dropped=dropped,
                          units=units, rates=[record.channel_rate(n) for n in names], invalid=[int(c) for c in invalid],
                          invalid_windows=int(bad.sum()), invalid_windows_per_channel=[int(b.sum()) for b in per_channel])

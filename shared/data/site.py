@@ -24,7 +24,7 @@ from shared.errors import RecordError, SiteError
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.tsv"
-CACHE_VERSION = 5  # 2: label_note; 3: units and own rates per channel; 4: invalid samples mended, counted; 5: per channel
+CACHE_VERSION = 6  # 2: label_note; 3: units and own rates per channel; 4: invalid samples mended, counted; 5: per channel; 6: beat channels
 
 
 @dataclass
