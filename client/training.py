@@ -13,10 +13,11 @@ import torch
 from opacus import PrivacyEngine
 from torch.utils.data import DataLoader
 
+from shared.device import model_device, pick_device
 from shared.errors import ConfigError, check_option
 from shared.train_config import TrainConfig
 from shared.losses import orthogonality, prototype_loss
-from shared.models.encoder import CrissCrossEncoder
+from shared.models.encoder import CrissCrossEncoder, set_trainable
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import PrivacyLedger, calibrate_noise
 from shared.privacy.randomness import secure_torch_generator
@@ -43,9 +44,10 @@ class TrainReport:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum by default: under DP noise, Adam's per-coordinate scaling amplifies the noise."""
     check_option("optimizer", cfg.optimizer, ("sgd", "adam"))
+    params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
 def project(z: torch.Tensor, head: torch.Tensor | None) -> torch.Tensor:
@@ -80,6 +82,9 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     n = len(dataset)
     if n == 0:
         raise ConfigError("the site has no training windows")
+    set_trainable(model, train_cfg.trainable, train_cfg.top_layers)
+    device = pick_device(train_cfg.device)
+    model.to(device)
     optimizer = make_optimizer(model, train_cfg)
     sigma = None
     budget_steps = math.inf
@@ -88,7 +93,8 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier)
     model.train()  # Opacus validates the module in training mode
     if privacy_cfg.enabled:
-        gen = generator if generator is not None else secure_torch_generator()
+        gen = generator if generator is not None else secure_torch_generator()  # sampling: on the CPU, with the data
+        noise_gen = gen if device.type == "cpu" else secure_torch_generator(device)  # noise: where the gradients are
         if privacy_cfg.unit == "subject":
             loader = subject_loader(dataset, dataset.subject, train_cfg.batch_size, gen)
         else:
@@ -104,7 +110,7 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
             engine = PrivacyEngine(accountant=privacy_cfg.accountant)
             trainable, optimizer, _ = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
-                max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=False, noise_generator=gen,
+                max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=False, noise_generator=noise_gen,
             )
         if privacy_cfg.unit == "subject":  # Opacus would size the mean by windows; the expected batch is in patients
             optimizer.expected_batch_size = loader.expected_batch_size
@@ -113,7 +119,8 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
         gen = torch.Generator().manual_seed(train_cfg.seed)
         loader = DataLoader(dataset, batch_size=min(train_cfg.batch_size, n), shuffle=True, generator=gen)
         q = 0.0
-    anchors = anchors.detach()
+    anchors, present = anchors.detach().to(device), present.to(device)
+    head = head.to(device) if head is not None else None
     steps, losses, epoch_means = 0, [], []
     stopped = False
     for _ in range(train_cfg.local_epochs):
@@ -129,6 +136,7 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
                 steps += 1
                 continue
             optimizer.zero_grad()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = _loss(trainable, x, y, anchors, present, head, train_cfg)
             if extra_loss is not None:
                 loss = loss + extra_loss(trainable, x)
@@ -152,6 +160,7 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
         trainable.remove_hooks()  # give the plain module back to the caller
     ledger.save()
     model.eval()
+    model.to("cpu")  # what the site saves and sends lives on the CPU
     return TrainReport(
         steps=steps, mean_loss=float(np.mean(losses)) if losses else float("nan"),
         first_epoch_loss=epoch_means[0] if epoch_means else float("nan"),
@@ -175,7 +184,9 @@ def _noise_only_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer) 
 
 @torch.no_grad()
 def embed(model: CrissCrossEncoder, x: torch.Tensor, head: torch.Tensor | None = None, batch: int = 256) -> np.ndarray:
-    """Unit embeddings (n, d) in the shared space, in eval mode."""
+    """Unit embeddings (n, d) in the shared space, in eval mode, computed on the model's device."""
     model.eval()
-    out = [project(model(x[i : i + batch]), head) for i in range(0, len(x), batch)]
+    device = model_device(model)
+    head = head.to(device) if head is not None else None
+    out = [project(model(x[i : i + batch].to(device)), head).cpu() for i in range(0, len(x), batch)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.n_outputs), np.float32)

@@ -22,6 +22,9 @@ class TrainConfig:
     orth_weight: float = 0.1
     planned_rounds: int = 5
     seed: int = 0
+    trainable: str = "all"  # all | top | head: what DP fine-tuning trains (shared/models/encoder.py::set_trainable)
+    top_layers: int = 1
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from client.training import embed, make_optimizer
 from shared.data.site import SiteData
 from shared.losses import prototype_loss
-from shared.models.encoder import CrissCrossEncoder, build_encoder
+from shared.device import pick_device
+from shared.models.encoder import CrissCrossEncoder, build_encoder, set_trainable
 from shared.runconfig import RunSettings
 from shared.schema import build
 
@@ -49,7 +50,7 @@ def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, va
     """Mean over modalities of the nearest-anchor balanced accuracy on the pooled validation windows."""
     from simulations.evaluate import balanced_accuracy
 
-    a = torch.nn.functional.normalize(anchors.detach(), dim=-1).numpy()
+    a = torch.nn.functional.normalize(anchors.detach(), dim=-1).cpu().numpy()
     scores = []
     for m in encoders:
         parts = [(embed(encoders[m], x), y) for mod, x, y in val if mod == m]
@@ -65,10 +66,13 @@ def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, va
 def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: ReferenceConfig = ReferenceConfig(),
                       seed: int = 0) -> CentralisedReference:
     torch.manual_seed(seed)
+    device = pick_device(settings.train.device)
     modalities = sorted({d.site.modality for d in sites})
-    encoders = {m: build_encoder(settings.model_for(m), seed=seed + i) for i, m in enumerate(modalities)}
+    encoders = {m: build_encoder(settings.model_for(m), seed=seed + i).to(device) for i, m in enumerate(modalities)}
+    for e in encoders.values():
+        set_trainable(e, "all")
     n_classes = len(sites[0].vocabulary)
-    anchors = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(n_classes, settings.model.embed_dim), dim=-1))
+    anchors = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(n_classes, settings.model.embed_dim), dim=-1).to(device))
     params = [anchors, *[p for e in encoders.values() for p in e.parameters()]]
     opt = make_optimizer(torch.nn.ParameterList(params), settings.train)
     loaders = [(d.site.modality, torch.utils.data.DataLoader(d.dataset("train"), batch_size=settings.train.batch_size, shuffle=True,
@@ -85,6 +89,7 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
         batches = [(m, b) for m, loader in loaders for b in loader]
         for k in rng.permutation(len(batches)):
             m, (x, y) = batches[k]
+            x, y = x.to(device), y.to(device)
             opt.zero_grad()
             loss = prototype_loss(encoders[m](x), y, anchors, settings.train.tau, None, settings.train.pull_weight)
             loss.backward()
@@ -92,7 +97,7 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
             opt.step()
         score = _val_score(encoders, anchors, val) if val else float(epoch)
         if score > best[0]:
-            best = (score, epoch, copy.deepcopy(({m: e.state_dict() for m, e in encoders.items()}, anchors.detach().clone())))
+            best = (score, epoch, copy.deepcopy(({m: e.state_dict() for m, e in encoders.items()}, anchors.detach().cpu())))
         bar.set_postfix(val=f"{score:.3f}", best=f"{best[0]:.3f}@{best[1]}")
         if epoch - best[1] >= cfg.patience:
             break
@@ -100,5 +105,5 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     states, best_anchors = best[2]
     for m, e in encoders.items():
         e.load_state_dict(states[m])
-        e.eval()
+        e.to("cpu").eval()
     return CentralisedReference(encoders, torch.nn.functional.normalize(best_anchors, dim=-1).numpy(), best[1], epoch, float(best[0]))

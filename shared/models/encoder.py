@@ -1,12 +1,13 @@
-"""CBraMod-style criss-cross transformer encoder (Wang et al., ICLR 2025), Opacus-safe.
+"""CBraMod's criss-cross transformer encoder (Wang et al., ICLR 2025), Opacus-safe and loadable from its weights.
 
-A window arrives as (batch, channels, patches, patch samples). Each 1-s patch gets a time-
-and a frequency-domain embedding; every block splits its heads between spatial attention
-(across channels at one patch) and temporal attention (across patches of one channel), in
-parallel. Only Linear, LayerNorm and Embedding hold parameters (no BatchNorm, no
-nn.MultiheadAttention), so Opacus computes per-sample gradients for all of them. Attention
-over channels has no channel-identity embedding, so any channel count 1..N works and
-same-modality sites with different montages can average weights.
+A window arrives as (batch, channels, patches, patch samples). Each patch gets CBraMod's
+convolutional and spectral embedding plus a convolutional positional encoding; every layer
+splits its heads between spatial attention (across channels at one patch) and temporal
+attention (across patches of one channel), in parallel. The published implementation folds
+channels or patches into the batch dimension, which breaks Opacus' per-sample gradients; here
+every parameterised op keeps the sample as the leading dimension, with the same parameter names
+and shapes. Attention over channels has no channel-identity embedding, so any channel count
+works and same-modality sites with different montages can average weights.
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ from shared.schema import build
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Sizes of an encoder; `embed_dim` is the shared latent space, `specific_dim` > 0 adds a MISA-style private part."""
+    """Sizes of an encoder; `embed_dim` is the shared latent space, `specific_dim` > 0 adds a MISA-style private part.
+
+    Presets (configs/model/): `small` for 2-core CPUs and CI, `cbramod` for the published
+    CBraMod size (d 200, 12 layers, 8 heads, feed-forward 800, 200-sample patches), whose
+    weights load by name.
+    """
 
     modality: str = "eeg"
     patch_samples: int = 100
     max_patches: int = 64
-    d_model: int = 32
-    n_layers: int = 2
-    n_heads: int = 4
+    d_model: int = 16
+    n_layers: int = 1
+    n_heads: int = 2
     mlp_ratio: int = 2
     dropout: float = 0.1
+    norm_groups: int = 2  # GroupNorm groups of the convolutional patch embedding (CBraMod: 5 of 25 filters)
     embed_dim: int = 32
     specific_dim: int = 0
     global_bins: int = 0  # > 0: add a whole-window log-spectrum token (this many bins up to global_max_hz)
@@ -44,75 +51,138 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         check_option("modality", self.modality, ("eeg", "ecg"))
-        if self.n_heads % 2 or (self.d_model // 2) % (self.n_heads // 2):
+        if self.n_heads % 2 or (self.d_model // 2) % (self.n_heads // 2) or self.d_model % 2:
             raise ConfigError(f"{self.n_heads=} must be even and split d_model/2={self.d_model // 2} evenly between spatial and temporal heads")
+        if self.d_model % self.conv_positions:
+            raise ConfigError(f"{self.d_model=} must be a multiple of the {self.conv_positions} positions the patch convolution "
+                              f"leaves of {self.patch_samples} samples")
+        if self.conv_filters % self.norm_groups:
+            raise ConfigError(f"{self.norm_groups=} must divide the {self.conv_filters} filters of the patch convolution")
         if self.specific_dim not in (0, self.embed_dim):
             raise ConfigError(f"{self.specific_dim=} must be 0 or embed_dim={self.embed_dim}: the MISA orthogonality is taken per "
                               "sample (inv_i . spec_i), which DP-SGD's per-sample clipping needs, and that needs equal sizes")
+
+    @property
+    def conv_positions(self) -> int:
+        """Output length of CBraMod's first patch convolution (kernel 49, stride 25, padding 24)."""
+        return (self.patch_samples + 2 * 24 - 49) // 25 + 1
+
+    @property
+    def conv_filters(self) -> int:
+        return self.d_model // self.conv_positions
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> EncoderConfig:
         return build(cls, values, "model")
 
 
-class CrissCrossAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.h = n_heads // 2
-        self.half = d_model // 2
-        self.spatial_qkv = nn.Linear(d_model, 3 * self.half)
-        self.temporal_qkv = nn.Linear(d_model, 3 * self.half)
-        self.out = nn.Linear(d_model, d_model)
-        self.dropout = dropout
+class PackedAttention(nn.Module):
+    """Multi-head self-attention over dim -2 of (batch, sequences, length, dim), parameters laid out as torch's
+    nn.MultiheadAttention (packed `in_proj_weight`, `out_proj`), so CBraMod's weights load by name.
 
-    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        # qkv: (sequences, length, 3 * half) -> (sequences, length, half)
-        s, n, _ = qkv.shape
-        q, k, v = qkv.reshape(s, n, 3, self.h, self.half // self.h).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return o.transpose(1, 2).reshape(s, n, self.half)
+    The sample stays the leading dimension (nn.MultiheadAttention folds sequences into the batch,
+    which breaks Opacus' per-sample gradients); Opacus computes this module's per-sample
+    gradients with functorch. No dropout inside: functorch re-runs the forward per sample.
+    """
+
+    def __init__(self, dim: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, p, d = x.shape
-        sp = self.spatial_qkv(x).transpose(1, 2).reshape(b * p, c, -1)
-        sp = self._attend(sp).reshape(b, p, c, self.half).transpose(1, 2)
-        tp = self.temporal_qkv(x).reshape(b * c, p, -1)
-        tp = self._attend(tp).reshape(b, c, p, self.half)
-        return self.out(torch.cat([sp, tp], dim=-1))
+        *lead, n, dim = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).reshape(*lead, n, 3, self.n_heads, dim // self.n_heads)
+        q, k, v = qkv.movedim(-3, 0).transpose(-3, -2)  # each (*lead, heads, n, head_dim)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(o.transpose(-3, -2).reshape(*lead, n, dim))
 
 
-class CrissCrossBlock(nn.Module):
+class CrissCrossLayer(nn.Module):
+    """Pre-norm block: the first half of the features attends across channels (same patch), the second half across
+    patches (same channel), in parallel; then a GELU feed-forward. Residuals around both."""
+
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
+        half = cfg.d_model // 2
         self.norm1 = nn.LayerNorm(cfg.d_model)
-        self.attn = CrissCrossAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.self_attn_s = PackedAttention(half, cfg.n_heads // 2)
+        self.self_attn_t = PackedAttention(half, cfg.n_heads // 2)
         self.norm2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model), nn.GELU(), nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model),
-        )
+        self.linear1 = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model)
+        self.linear2 = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        h = self.norm1(x)
+        half = h.shape[-1] // 2
+        spatial = self.self_attn_s(h[..., :half].transpose(1, 2)).transpose(1, 2)  # across channels
+        temporal = self.self_attn_t(h[..., half:])  # across patches
+        x = x + self.dropout(torch.cat([spatial, temporal], dim=-1))
+        return x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+
+
+class Layers(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([CrissCrossLayer(cfg) for _ in range(cfg.n_layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class PatchEmbedding(nn.Module):
+    """CBraMod's patch embedding: a 3-layer convolution over each patch's samples plus a linear map of its amplitude
+    spectrum, then a depthwise convolution over the (channel, patch) grid as positional encoding."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        f, g = cfg.conv_filters, cfg.norm_groups
+        self.d_model = cfg.d_model
+        self.mask_encoding = nn.Parameter(torch.zeros(cfg.patch_samples), requires_grad=False)
+        self.proj_in = nn.Sequential(
+            nn.Conv2d(1, f, kernel_size=(1, 49), stride=(1, 25), padding=(0, 24)), nn.GroupNorm(g, f), nn.GELU(),
+            nn.Conv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
+            nn.Conv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
+        )
+        self.spectral_proj = nn.Sequential(nn.Linear(cfg.patch_samples // 2 + 1, cfg.d_model), nn.Dropout(cfg.dropout))
+        self.positional_encoding = nn.Sequential(
+            nn.Conv2d(cfg.d_model, cfg.d_model, kernel_size=(19, 7), padding=(9, 3), groups=cfg.d_model))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, channels, patches, samples) -> (batch, channels, patches, d_model); `mask` (bool, same grid) hides patches."""
+        b, c, p, s = x.shape
+        if mask is not None:
+            x = torch.where(mask.unsqueeze(-1), self.mask_encoding.expand_as(x), x)
+        conv = self.proj_in(x.reshape(b, 1, c * p, s))  # (b, filters, c*p, positions)
+        emb = conv.permute(0, 2, 1, 3).reshape(b, c, p, self.d_model)
+        emb = emb + self.spectral_proj(torch.fft.rfft(x, dim=-1, norm="forward").abs())
+        return emb + self.positional_encoding(emb.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class CrissCrossEncoder(nn.Module):
     """Window -> L2-normalised embedding in the shared space (and optionally a specific part).
 
     Contract shared by the EEG and ECG encoders: `config`, `n_outputs`, `forward(x,
-    return_features=False)`, `get_config()`, `from_config()`, `reset_head()`.
+    return_features=False)`, `get_config()`, `from_config()`, `reset_head()`. Submodules
+    `patch_embedding`, `encoder.layers.N` and `proj_out` carry CBraMod's names and shapes
+    (`load_cbramod_weights`); `pool_norm`, `head`, `specific_head` and `global_embed` are this
+    project's task part.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         self.config = cfg
-        n_freq = cfg.patch_samples // 2 + 1
-        self.time_embed = nn.Linear(cfg.patch_samples, cfg.d_model)
-        self.freq_embed = nn.Linear(n_freq, cfg.d_model)
-        self.pos_embed = nn.Embedding(cfg.max_patches, cfg.d_model)
-        self.blocks = nn.ModuleList([CrissCrossBlock(cfg) for _ in range(cfg.n_layers)])
-        self.norm = nn.LayerNorm(cfg.d_model)
+        self.patch_embedding = PatchEmbedding(cfg)
+        self.encoder = Layers(cfg)
+        self.proj_out = nn.Sequential(nn.Linear(cfg.d_model, cfg.patch_samples))  # masked-patch reconstruction
+        self.pool_norm = nn.LayerNorm(cfg.d_model)
         self.global_embed = nn.Linear(cfg.global_bins, cfg.d_model) if cfg.global_bins > 0 else None
         self.head = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.specific_head = nn.Linear(cfg.d_model, cfg.specific_dim) if cfg.specific_dim > 0 else None
@@ -133,17 +203,20 @@ class CrissCrossEncoder(nn.Module):
         if self.specific_head is not None:
             self.specific_head.reset_parameters()
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, channels, patches, samples) -> pooled (batch, d_model)."""
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, channels, patches, samples) -> per-patch features (batch, channels, patches, d_model)."""
         b, c, p, s = x.shape
         if s != self.config.patch_samples or p > self.config.max_patches:
             raise ConfigError(f"input has {p} patches of {s} samples; the encoder takes <= {self.config.max_patches} of {self.config.patch_samples}")
-        spec = torch.log1p(torch.fft.rfft(x, dim=-1).abs())
-        pos = self.pos_embed(torch.arange(p, device=x.device).expand(b, p))  # batch-first for Opacus
-        h = self.time_embed(x) + self.freq_embed(spec) + pos.unsqueeze(1)
-        for block in self.blocks:
-            h = block(h)
-        pooled = self.norm(h).mean(dim=(1, 2))
+        return self.encoder(self.patch_embedding(x, mask))
+
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Predicted samples of every patch (batch, channels, patches, samples) with the `mask`ed patches hidden."""
+        return self.proj_out(self.tokens(x, mask))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, patches, samples) -> pooled (batch, d_model)."""
+        pooled = self.pool_norm(self.tokens(x)).mean(dim=(1, 2))
         if self.global_embed is not None:
             pooled = pooled + self.global_embed(self._window_spectrum(x))
         return pooled
@@ -156,7 +229,7 @@ class CrissCrossEncoder(nn.Module):
         """
         b, c, p, s = x.shape
         spec = torch.fft.rfft(x.reshape(b, c, p * s), dim=-1).abs().pow(2)
-        freqs = torch.fft.rfftfreq(p * s, d=1.0 / self.config.sfreq)
+        freqs = torch.fft.rfftfreq(p * s, d=1.0 / self.config.sfreq).to(x.device)
         keep = spec[..., freqs <= self.config.global_max_hz]
         n = keep.shape[-1] - keep.shape[-1] % self.config.global_bins
         bands = keep[..., :n].reshape(b, c, self.config.global_bins, -1).mean(-1)
@@ -191,3 +264,57 @@ def build_encoder(cfg: EncoderConfig, seed: int | None = None) -> CrissCrossEnco
 def weight_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of the encoder `cfg` builds: what a shared-weights message must hold (cached; do not mutate)."""
     return {k: tuple(v.shape) for k, v in build_encoder(cfg, seed=0).state_dict().items()}
+
+
+CBRAMOD_PREFIXES = ("patch_embedding.", "encoder.layers.", "proj_out.")
+
+
+def load_cbramod_weights(model: CrissCrossEncoder, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> list[str]:
+    """Load CBraMod's published state dict (a plain dict of tensors) into `model`; returns the task keys left as initialised.
+
+    Every key must be one of the encoder's CBraMod keys with the same shape: a checkpoint of another
+    size or architecture is refused by name rather than half-loaded. The task part (head, pooling
+    norm, spectrum token) stays as initialised; fine-tuning trains it.
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    unknown = sorted(k for k in state if k not in own)
+    if unknown:
+        raise ConfigError(f"{source}: {len(unknown)} key(s) this encoder does not have, e.g. {unknown[:3]}")
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in state if tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ConfigError(f"{source}: shapes differ from this encoder's (use the cbramod preset, 200-sample patches): {wrong[:3]}")
+    missing = sorted(k for k in own if k.startswith(CBRAMOD_PREFIXES) and k not in state)
+    if missing:
+        raise ConfigError(f"{source}: {len(missing)} CBraMod key(s) missing, e.g. {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+    return sorted(k for k in own if k not in state)
+
+
+TRAINABLE_SCOPES = ("all", "top", "head")
+
+
+def set_trainable(model: CrissCrossEncoder, scope: str = "all", top_layers: int = 1) -> list[str]:
+    """Freeze what a fine-tuning run leaves alone; returns the names of the parameters it trains.
+
+    `all`: everything but the reconstruction output (unused by the classification loss: Opacus
+    needs a per-sample gradient for every parameter it trains). `top`: the last `top_layers`
+    layers and the task part. `head`: the task part only (pooling norm, head, spectrum token),
+    the fewest parameters and so the least DP noise in total, on frozen pretrained features.
+    """
+    check_option("trainable", scope, TRAINABLE_SCOPES)
+    n = len(model.encoder.layers)
+    top = {f"encoder.layers.{i}." for i in range(max(0, n - top_layers), n)}
+    task = ("pool_norm.", "head.", "specific_head.", "global_embed.")
+    names = []
+    for name, p in model.named_parameters():
+        if name == "patch_embedding.mask_encoding" or name.startswith("proj_out."):
+            train = False
+        elif scope == "all":
+            train = True
+        else:
+            train = name.startswith(task) or (scope == "top" and any(name.startswith(t) for t in top))
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    return names

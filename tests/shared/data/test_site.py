@@ -45,7 +45,8 @@ def test_labels_land_on_the_right_windows_wfdb(tiny_federation, data_cfg):
 
 
 def test_every_generated_site_round_trips(tiny_federation, data_cfg):
-    for name, n_ch in [("eeg_a", 2), ("eeg_b", 3), ("ecg_a", 1), ("ecg_b", 2)]:
+    beats = 2 if data_cfg.preprocess["ecg"].beat_channels else 0  # RR and |dRR| after the leads
+    for name, n_ch in [("eeg_a", 2), ("eeg_b", 3), ("ecg_a", 1 + beats), ("ecg_b", 2 + beats)]:
         data = load(tiny_federation / name, data_cfg)
         assert data.x.shape[1:] == (n_ch, 3000) and not data.skipped
         assert len(data.records) == 4 and np.isfinite(data.x).all()
@@ -140,5 +141,8 @@ def test_real_mitbih_site_with_rhythm_labels(real_dir, data_cfg, tmp_path):
         shutil.copy(real_dir / f"100.{ext}", folder)
     site = SiteConfig(name="mitdb", modality="ecg", format="wfdb", label_map={"(N": "normal"}, annotation_extension="atr")
     data = load_site(folder, site, data_cfg.preprocess["ecg"], ["normal", "afib"], progress=False)
-    assert data.x.shape == (60, 2, 3000) and set(data.y) == {0}
+    assert data.x.shape == (60, 2 + 2, 3000) and set(data.y) == {0}  # two leads, then the RR and |dRR| channels
     assert data.records[0].subject == "100" and data.records[0].sfreq == 360
+    # the real record's 2273 beats in 30:06 are 75.5 per minute: the RR channel must say so
+    from shared.data.beats import RR_CENTRE_S, RR_SCALE_S
+    assert abs(60.0 / np.mean(data.x[:, 2] * RR_SCALE_S + RR_CENTRE_S) - 75.5) < 2.0

@@ -29,14 +29,7 @@ def test_config_round_trip_and_seeded_init():
 def test_specific_part_and_features():
     model = build_encoder(EncoderConfig(specific_dim=32), seed=0).eval()
     z, spec, f = model(torch.randn(2, 2, 30, 100), return_features=True)
-    assert z.shape == (2, 32) and spec.shape == (2, 32) and f.shape == (2, 32)
-
-
-def test_channel_order_does_not_matter():
-    """No channel-identity embedding: permuting channels leaves the embedding unchanged."""
-    model = build_encoder(EncoderConfig(), seed=0).eval()
-    x = torch.randn(2, 3, 30, 100)
-    assert torch.allclose(model(x), model(x[:, [2, 0, 1]]), atol=1e-5)
+    assert z.shape == (2, 32) and spec.shape == (2, 32) and f.shape == (2, model.config.d_model)
 
 
 def test_bad_sizes_are_refused():
@@ -54,3 +47,115 @@ def test_whole_window_spectrum_token():
     x = torch.randn(3, 2, 30, 100)
     assert model(x).shape == (3, 32)
     assert model._window_spectrum(x).shape == (3, 50)
+
+
+# The published CBraMod checkpoint's keys and shapes, as listed in ../shared/docs/sources/cbramod-checkpoint.md
+# (written out here, not derived from our encoder, so that a renamed or reshaped parameter fails the test).
+CBRAMOD_TOP = {
+    "patch_embedding.mask_encoding": (200,),
+    "patch_embedding.positional_encoding.0.weight": (200, 1, 19, 7),
+    "patch_embedding.positional_encoding.0.bias": (200,),
+    "patch_embedding.proj_in.0.weight": (25, 1, 1, 49), "patch_embedding.proj_in.0.bias": (25,),
+    "patch_embedding.proj_in.1.weight": (25,), "patch_embedding.proj_in.1.bias": (25,),
+    "patch_embedding.proj_in.3.weight": (25, 25, 1, 3), "patch_embedding.proj_in.3.bias": (25,),
+    "patch_embedding.proj_in.4.weight": (25,), "patch_embedding.proj_in.4.bias": (25,),
+    "patch_embedding.proj_in.6.weight": (25, 25, 1, 3), "patch_embedding.proj_in.6.bias": (25,),
+    "patch_embedding.proj_in.7.weight": (25,), "patch_embedding.proj_in.7.bias": (25,),
+    "patch_embedding.spectral_proj.0.weight": (200, 101), "patch_embedding.spectral_proj.0.bias": (200,),
+    "proj_out.0.weight": (200, 200), "proj_out.0.bias": (200,),
+}
+CBRAMOD_LAYER = {
+    "self_attn_s.in_proj_weight": (300, 100), "self_attn_s.in_proj_bias": (300,),
+    "self_attn_s.out_proj.weight": (100, 100), "self_attn_s.out_proj.bias": (100,),
+    "self_attn_t.in_proj_weight": (300, 100), "self_attn_t.in_proj_bias": (300,),
+    "self_attn_t.out_proj.weight": (100, 100), "self_attn_t.out_proj.bias": (100,),
+    "linear1.weight": (800, 200), "linear1.bias": (800,), "linear2.weight": (200, 800), "linear2.bias": (200,),
+    "norm1.weight": (200,), "norm1.bias": (200,), "norm2.weight": (200,), "norm2.bias": (200,),
+}
+
+
+def published_state(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = dict(CBRAMOD_TOP) | {f"encoder.layers.{i}.{k}": s for i in range(12) for k, s in CBRAMOD_LAYER.items()}
+    return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+
+
+def cbramod_config():
+    from hydra import compose, initialize_config_dir
+
+    from simulations.paths import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose("simulate", overrides=["model=cbramod"])
+    assert cfg.data.preprocess.eeg.sfreq == 200.0  # the preset brings the 200 Hz patches it needs
+    values = {k: v for k, v in cfg.model.items()}
+    return EncoderConfig(**values)
+
+
+def test_the_published_cbramod_weights_load_by_name():
+    from shared.models.encoder import load_cbramod_weights
+
+    state = published_state()
+    assert len(state) == 211 and sum(v.numel() for v in state.values()) == 4_924_000  # the document's totals
+    model = build_encoder(cbramod_config(), seed=0)
+    left = load_cbramod_weights(model, {"module." + k: v for k, v in state.items()})
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items())
+    assert left and all(k.startswith(("pool_norm.", "head.")) for k in left)
+    x = torch.randn(2, 3, 30, 200)
+    assert model.eval()(x).shape == (2, 32)
+
+
+def test_a_checkpoint_of_another_shape_or_layout_is_refused():
+    from shared.models.encoder import load_cbramod_weights
+
+    model = build_encoder(cbramod_config(), seed=0)
+    bad = published_state()
+    bad["encoder.layers.0.linear1.weight"] = torch.zeros(400, 200)
+    with pytest.raises(ConfigError, match="linear1"):
+        load_cbramod_weights(model, bad, "weights.pth")
+    partial = published_state()
+    del partial["encoder.layers.11.norm2.bias"]
+    with pytest.raises(ConfigError, match="missing"):
+        load_cbramod_weights(model, partial)
+    with pytest.raises(ConfigError, match="does not have"):
+        load_cbramod_weights(build_encoder(EncoderConfig(), seed=0), published_state())
+
+
+def test_opacus_per_sample_gradients_equal_one_sample_at_a_time():
+    """The sample stays the leading dimension in every parameterised op, so Opacus' per-sample gradients
+    (hooks, and functorch for the packed attention) equal each sample's own gradient."""
+    from opacus import GradSampleModule
+
+    from shared.models.encoder import set_trainable
+
+    cfg = EncoderConfig(dropout=0.0, n_layers=2)
+    model = build_encoder(cfg, seed=1)
+    set_trainable(model, "all")
+    model.train()  # Opacus captures activations in training mode; dropout is 0
+    x = torch.randn(3, 2, 30, 100)
+    gsm = GradSampleModule(model)
+    gsm(x).pow(2).sum(-1).mul(torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    for i in range(3):
+        ref = build_encoder(cfg, seed=1)
+        set_trainable(ref, "all")
+        (ref(x[i : i + 1]).pow(2).sum() * (i + 1)).backward()
+        for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+            if p.requires_grad:
+                assert torch.allclose(p.grad_sample[i], q.grad, atol=1e-5), name
+    gsm.remove_hooks()
+
+
+@pytest.mark.parametrize("scope,expect", [("all", "encoder.layers.0.linear1.weight"), ("top", "encoder.layers.1.linear1.weight"),
+                                           ("head", "head.weight")])
+def test_fine_tuning_scopes(scope, expect):
+    from shared.models.encoder import set_trainable
+
+    model = build_encoder(EncoderConfig(n_layers=2), seed=0)
+    names = set_trainable(model, scope, top_layers=1)
+    assert expect in names and "head.weight" in names
+    assert not any(n.startswith("proj_out.") or n.endswith("mask_encoding") for n in names)
+    if scope != "all":
+        assert "encoder.layers.0.linear1.weight" not in names and "patch_embedding.proj_in.0.weight" not in names
+    if scope == "head":
+        assert not any(n.startswith("encoder.") for n in names)
