@@ -59,7 +59,7 @@ def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy 
                              weight_shapes(model_cfg) if share else None)
         reply = train_round(load_node_data(node, s), node.state_dir, model_cfg, s.train, privacy, glob, share_weights=share,
                             report_train_loss=request.report_train_loss, round_no=request.round, anchor_key=node.site.modality,
-                            max_releases=node.policy.max_rounds)
+                            max_releases=node.policy.max_rounds, objective=s.federation.objective(request.round))
         content = RecordDict({"release": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in reply.arrays.items()}),
                               "metrics": MetricRecord({k: float(v) for k, v in reply.metrics.items()})})
         return Message(content, reply_to=msg)

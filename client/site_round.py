@@ -21,6 +21,7 @@ from client.training import TrainConfig, TrainReport, dp_train, embed
 from shared.atomic_files import write_npz
 from shared.data.site import SiteData
 from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
+from shared.models.pretraining import load_pretrained, pretrained_path
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import BudgetExceeded, PrivacyLedger
 from shared.privacy.policy import PolicyRefusal
@@ -56,13 +57,16 @@ def local_anchors(name: str, n_classes: int, dim: int) -> np.ndarray:
 
 
 def load_encoder(state_dir: Path, cfg: EncoderConfig, site_name: str, weights: dict[str, np.ndarray] | None) -> CrissCrossEncoder:
-    """Shared weights from the server win; else the site's own last encoder; else a fresh, seeded one."""
+    """Shared weights from the server win; else the site's own last encoder; else the pretrained start
+    (`cfg.pretrained`); else a fresh, seeded one."""
     model = build_encoder(cfg, seed=site_seed(site_name))
     path = state_dir / ENCODER_FILE
     if weights is not None:
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     elif path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
+    elif cfg.pretrained:
+        load_pretrained(model, pretrained_path(cfg.pretrained, cfg.modality))
     return model
 
 
@@ -103,7 +107,8 @@ def empty_release(n_classes: int, dim: int) -> PrototypeRelease:
 def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig, train_cfg: TrainConfig,
                 privacy_cfg: PrivacyConfig, glob: GlobalState, share_weights: bool = False,
                 report_train_loss: bool = False, round_no: int = 0, anchor_key: str | None = None,
-                rng: np.random.Generator | None = None, max_releases: int | None = None) -> SiteReply:
+                rng: np.random.Generator | None = None, max_releases: int | None = None,
+                objective: str = "prototypes") -> SiteReply:
     """Train on the train split, release privatised prototypes of it, and return the checked reply.
 
     Before the server has sent anchors the site trains against its own: random unit vectors
@@ -114,10 +119,12 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
     its checkpoint) gets the earlier reply, and nothing is spent. `rng` fixes the
     release noise (tests only); by default it is drawn from a generator seeded by the OS.
     `max_releases` (the policy's max_rounds) refuses a new round once that many releases are in the ledger.
+    `objective="reconstruction"` is a federated pretraining round: DP-SGD on dual-masked
+    reconstruction, no prototypes released (an empty release), the encoder weights shared.
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    key = request_key(round_no, glob, model_cfg, train_cfg, privacy_cfg, share_weights, report_train_loss)
+    key = request_key(round_no, glob, model_cfg, train_cfg, privacy_cfg, share_weights, report_train_loss, objective)
     replay = cached_reply(state_dir, round_no, key)
     if replay is not None:
         log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", data.site.name, round_no)
@@ -140,7 +147,7 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
     if release_fits:
         try:
             report = dp_train(model, train, torch.from_numpy(anchors), torch.from_numpy(present), train_cfg, privacy_cfg,
-                              ledger, head, round_no=round_no)
+                              ledger, head, round_no=round_no, objective=objective)
         except BudgetExceeded as err:
             log.warning("site %s: %s", data.site.name, err)
         if all(torch.isfinite(p).all() for p in model.state_dict().values()):
@@ -148,13 +155,13 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
         else:  # a diverged step must not replace the last good encoder
             log.error("site %s: training gave non-finite weights; keeping the previous encoder", data.site.name)
             model = load_encoder(state_dir, model_cfg, data.site.name, None)
-        z = embed(model, train.x, head)
-        try:
-            release = release_prototypes(z, train.y.numpy(), n_classes, privacy_cfg.proto_clip, privacy_cfg.proto_noise_multiplier,
-                                         privacy_cfg.min_count, rng, ledger if privacy_cfg.enabled else None,
-                                         subjects=unit_subjects, round_no=round_no)
-        except BudgetExceeded as err:
-            log.warning("site %s: prototype release refused: %s", data.site.name, err)
+        if objective == "prototypes":  # a pretraining round releases none
+            try:
+                release = release_prototypes(embed(model, train.x, head), train.y.numpy(), n_classes, privacy_cfg.proto_clip,
+                                             privacy_cfg.proto_noise_multiplier, privacy_cfg.min_count, rng,
+                                             ledger if privacy_cfg.enabled else None, subjects=unit_subjects, round_no=round_no)
+            except BudgetExceeded as err:
+                log.warning("site %s: prototype release refused: %s", data.site.name, err)
     else:
         log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
                     data.site.name, ledger.epsilon(), privacy_cfg.epsilon)

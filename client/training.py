@@ -18,6 +18,7 @@ from shared.errors import ConfigError, check_option
 from shared.train_config import TrainConfig
 from shared.losses import orthogonality, prototype_loss
 from shared.models.encoder import CrissCrossEncoder, set_trainable
+from shared.models.pretraining import PretrainConfig, dual_mask, reconstruction_loss, set_pretrainable
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import PrivacyLedger, calibrate_noise
 from shared.privacy.randomness import secure_torch_generator
@@ -26,6 +27,9 @@ from shared.privacy.sampling import subject_loader, window_loader
 from shared.data.site import WindowDataset
 
 log = logging.getLogger(__name__)
+
+OBJECTIVES = ("prototypes", "reconstruction")
+MASK = PretrainConfig()  # federated pretraining masks as the public pretraining does
 
 ExtraLoss = Callable[[CrissCrossEncoder, torch.Tensor], torch.Tensor]
 
@@ -67,7 +71,7 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, anchors: tor
 def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Tensor, present: torch.Tensor,
              train_cfg: TrainConfig, privacy_cfg: PrivacyConfig, ledger: PrivacyLedger,
              head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None, round_no: int = 0,
-             generator: torch.Generator | None = None) -> TrainReport:
+             generator: torch.Generator | None = None, objective: str = "prototypes") -> TrainReport:
     """Train `model` in place for `local_epochs`, or fewer steps if the budget runs out.
 
     With DP on: Poisson sampling of the privacy unit (windows, or patients with one window
@@ -77,12 +81,18 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     releases fit the budget. Each step is recorded in the ledger, with the loader's own sample
     rate, before it is taken; training stops early (stopped_by_budget) when the next step would
     leave no room for this round's prototype release. `generator` fixes sampling and noise (tests
-    only); by default each call draws a fresh one seeded from the OS.
+    only); by default each call draws a fresh one seeded from the OS. `objective="reconstruction"`
+    trains the encoder by dual-masked reconstruction instead (federated pretraining: same
+    sampling, clipping, noise and ledger; labels unused).
     """
     n = len(dataset)
     if n == 0:
         raise ConfigError("the site has no training windows")
-    set_trainable(model, train_cfg.trainable, train_cfg.top_layers)
+    check_option("objective", objective, OBJECTIVES)
+    if objective == "reconstruction":
+        set_pretrainable(model)
+    else:
+        set_trainable(model, train_cfg.trainable, train_cfg.top_layers)
     device = pick_device(train_cfg.device)
     model.to(device)
     optimizer = make_optimizer(model, train_cfg)
@@ -137,7 +147,11 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
                 continue
             optimizer.zero_grad()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = _loss(trainable, x, y, anchors, present, head, train_cfg)
+            if objective == "reconstruction":  # the masks need no secrecy; they come from the same generator anyway
+                mask = dual_mask(*x.shape[:3], MASK.mask_ratio, MASK.span_patches, gen, device)
+                loss = reconstruction_loss(trainable, x, mask)
+            else:
+                loss = _loss(trainable, x, y, anchors, present, head, train_cfg)
             if extra_loss is not None:
                 loss = loss + extra_loss(trainable, x)
             with warnings.catch_warnings():  # inputs need no grad; Opacus' hooks fire on module outputs

@@ -133,7 +133,8 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
                     [{k[len(WEIGHT_PREFIX):]: v for k, v in r.arrays.items() if k.startswith(WEIGHT_PREFIX)} for r in with_w],
                     [float(cap_counts(r.arrays["counts"], fed.count_cap).sum()) for r in with_w], fed.aggregator, fed.trim_fraction)
     if not protos:
-        log.warning("round %d: no site released a prototype; the anchors and heads of round %d stay", new.round, state.round)
+        if fed.objective(new.round) == "prototypes":
+            log.warning("round %d: no site released a prototype; the anchors and heads of round %d stay", new.round, state.round)
         return new, RoundSummary(round=new.round, n_sites=len(results), sites=sorted(r.site for r in results),
                                  alignment_before=float("nan"), alignment_after=float("nan"), classes_per_modality={},
                                  train_loss=_mean_loss(results))

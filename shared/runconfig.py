@@ -56,11 +56,20 @@ class FederationConfig:
     report_train_loss: bool = False  # a non-DP scalar: asked for only when sites' policies allow it
     count_cap: float = 10_000.0  # a site's noisy count per class weighs at most this much
     client_threads: int = 0  # torch threads per ClientApp; 0 keeps torch's default
+    pretrain_rounds: int = 0  # the first rounds train by dual-masked reconstruction under DP (federated pretraining)
 
     def __post_init__(self) -> None:
         check_option("aggregator", self.aggregator, AGGREGATORS)
         if self.rounds < 1 or self.min_sites < 1:
             raise ConfigError(f"{self.rounds=} and {self.min_sites=} must be at least 1")
+        if not 0 <= self.pretrain_rounds < self.rounds:
+            raise ConfigError(f"{self.pretrain_rounds=} must leave at least one of {self.rounds=} for the prototypes")
+        if self.pretrain_rounds and not self.share_weights:
+            raise ConfigError("federated pretraining (pretrain_rounds > 0) needs share_weights: its rounds share weights only")
+
+    def objective(self, round_no: int) -> str:
+        """What a round trains: both sides derive it from the run config and the round number."""
+        return "reconstruction" if round_no <= self.pretrain_rounds else "prototypes"
 
 
 @dataclass(frozen=True)

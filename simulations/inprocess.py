@@ -44,7 +44,7 @@ def run_federated(sites: list[SiteData], settings: RunSettings, state_root: Path
                 m = data.site.modality
                 reply = train_round(data, state_dir(state_root, data.site.name), settings.model_for(m), settings.train,
                                     settings.privacy, state.global_for(m, fed.share_weights), share_weights=fed.share_weights,
-                                    round_no=rnd, anchor_key=m)
+                                    round_no=rnd, anchor_key=m, objective=fed.objective(rnd))
                 results.append(SiteResult(data.site.name, m, reply.arrays, reply.metrics))
                 bar.update(1)
             state, _ = aggregate_round(state, results, settings)

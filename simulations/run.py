@@ -93,6 +93,14 @@ def simulate(cfg: DictConfig) -> dict:
     if not (root / MANIFEST).is_file():
         log.info("generating the %r federation under %s", cfg.federation.name, root)
         generate_federation(federation_spec(cfg.federation), root)
+    if cfg.pretraining.source == "public":
+        from simulations.pretrain import ensure_pretrained, pretrain_settings
+
+        template = ensure_pretrained(cfg.corpus, Path(cfg.paths.data_dir), Path(settings.federation.cache_dir), settings.data,
+                                     settings.model, pretrain_settings(cfg))
+        settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, pretrained=template))
+    elif cfg.pretraining.source != "none":
+        raise SystemExit(f"pretraining.source={cfg.pretraining.source!r}: use public or none")
     sites = load_sites(root, settings)
     settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(sites)))
     n_classes = len(settings.data.vocabulary)
@@ -133,6 +141,7 @@ def simulate(cfg: DictConfig) -> dict:
     budget_ok = all(r["epsilon"] <= r["epsilon_budget"] + 1e-9 for r in site_rows)
     summary = {
         "methods": methods, "rounds": rounds, "federated_wall_s": fed_wall, "total_wall_s": time.time() - t0,
+        "epsilon": settings.privacy.epsilon if settings.privacy.enabled else float("inf"),
         "epsilon_within_budget": budget_ok, "results_dir": str(out),
         "transfer_vs_central": {k: (m["eeg_to_ecg"] + m["ecg_to_eeg"]) / max(1e-9, (methods["central"]["eeg_to_ecg"] + methods["central"]["ecg_to_eeg"]))
                                 for k, m in methods.items() if k != "features"} if "central" in methods else {},

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from opacus.grad_sample import register_grad_sampler
 from torch import nn
 
 from shared.errors import ConfigError, check_option
@@ -48,6 +49,7 @@ class EncoderConfig:
     global_bins: int = 0  # > 0: add a whole-window log-spectrum token (this many bins up to global_max_hz)
     global_max_hz: float = 25.0
     sfreq: float = 100.0
+    pretrained: str = ""  # start weights: a file per modality, '{modality}' in the name (pretraining output or CBraMod's)
 
     def __post_init__(self) -> None:
         check_option("modality", self.modality, ("eeg", "ecg"))
@@ -137,6 +139,69 @@ class Layers(nn.Module):
         return x
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """CBraMod's positional encoding: a depthwise, stride-1, "same" Conv2d over the (channel, patch) grid, made cheap.
+
+    With fewer channels than the kernel is tall (19), most kernel rows only ever meet padding:
+    the forward uses the rows that can touch a channel, which gives the same output. Opacus'
+    generic convolution rule unfolds the input into every kernel position of every feature,
+    which made this one layer cost more than the rest of the encoder; its per-sample gradient
+    is taken here as one grouped convolution instead. Same parameters and names as nn.Conv2d.
+    """
+
+    def used_rows(self, channels: int) -> int:
+        return min(self.padding[0], channels - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, ph = self.used_rows(x.shape[2]), self.padding[0]
+        weight = self.weight[:, :, ph - rows : ph + rows + 1]
+        return F.conv2d(x, weight, self.bias, padding=(rows, self.padding[1]), groups=self.groups)
+
+
+@register_grad_sampler(DepthwiseConv2d)
+def _depthwise_grad_sample(layer: DepthwiseConv2d, activations: list[torch.Tensor], backprops: torch.Tensor) -> dict:
+    x = activations[0]
+    b, c, h, w = x.shape
+    rows, ph, pw = layer.used_rows(h), layer.padding[0], layer.padding[1]
+    padded = F.pad(x, (pw, pw, rows, rows)).reshape(1, b * c, h + 2 * rows, w + 2 * pw)
+    used = F.conv2d(padded, backprops.reshape(b * c, 1, h, w), groups=b * c)  # correlation per (sample, feature)
+    grad_w = x.new_zeros(b, *layer.weight.shape)
+    grad_w[:, :, :, ph - rows : ph + rows + 1] = used.reshape(b, c, 1, 2 * rows + 1, -1)
+    out = {layer.weight: grad_w}
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops.sum(dim=(2, 3))
+    return out
+
+
+class RowConv2d(nn.Conv2d):
+    """A Conv2d with a (1, k) kernel (CBraMod's patch convolutions), run as one matrix product over unfolded rows.
+
+    oneDNN is slow for these shapes (one input row of a few samples, few filters); unfolding the
+    rows and multiplying gives the same output several times faster, and Opacus' per-sample
+    gradient becomes one einsum. Same parameters and names as nn.Conv2d.
+    """
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        # (b, in, h, w) -> (b, h, out_w, in * k)
+        pw, k, sw = self.padding[1], self.kernel_size[1], self.stride[1]
+        cols = F.pad(x, (pw, pw)).unfold(-1, k, sw)  # (b, in, h, out_w, k)
+        return cols.permute(0, 2, 3, 1, 4).flatten(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(self._rows(x), self.weight.flatten(1), self.bias)  # (b, h, out_w, out)
+        return out.permute(0, 3, 1, 2)
+
+
+@register_grad_sampler(RowConv2d)
+def _row_conv_grad_sample(layer: RowConv2d, activations: list[torch.Tensor], backprops: torch.Tensor) -> dict:
+    rows = layer._rows(activations[0])  # (b, h, out_w, in * k)
+    grad_w = torch.einsum("bhwi,bohw->boi", rows, backprops).reshape(len(rows), *layer.weight.shape)
+    out = {layer.weight: grad_w}
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops.sum(dim=(2, 3))
+    return out
+
+
 class PatchEmbedding(nn.Module):
     """CBraMod's patch embedding: a 3-layer convolution over each patch's samples plus a linear map of its amplitude
     spectrum, then a depthwise convolution over the (channel, patch) grid as positional encoding."""
@@ -147,13 +212,13 @@ class PatchEmbedding(nn.Module):
         self.d_model = cfg.d_model
         self.mask_encoding = nn.Parameter(torch.zeros(cfg.patch_samples), requires_grad=False)
         self.proj_in = nn.Sequential(
-            nn.Conv2d(1, f, kernel_size=(1, 49), stride=(1, 25), padding=(0, 24)), nn.GroupNorm(g, f), nn.GELU(),
-            nn.Conv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
-            nn.Conv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
+            RowConv2d(1, f, kernel_size=(1, 49), stride=(1, 25), padding=(0, 24)), nn.GroupNorm(g, f), nn.GELU(),
+            RowConv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
+            RowConv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
         )
         self.spectral_proj = nn.Sequential(nn.Linear(cfg.patch_samples // 2 + 1, cfg.d_model), nn.Dropout(cfg.dropout))
         self.positional_encoding = nn.Sequential(
-            nn.Conv2d(cfg.d_model, cfg.d_model, kernel_size=(19, 7), padding=(9, 3), groups=cfg.d_model))
+            DepthwiseConv2d(cfg.d_model, cfg.d_model, kernel_size=(19, 7), padding=(9, 3), groups=cfg.d_model))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, channels, patches, samples) -> (batch, channels, patches, d_model); `mask` (bool, same grid) hides patches."""

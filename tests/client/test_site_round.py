@@ -134,3 +134,24 @@ def test_the_policy_caps_how_many_rounds_a_site_takes_part_in(eeg_site_data, tmp
     assert train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), round_no=1, max_releases=1).replayed
     with pytest.raises(PolicyRefusal, match="max_rounds"):
         train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), round_no=2, max_releases=1)
+
+
+def test_a_federated_pretraining_round_spends_budget_trains_the_encoder_and_releases_no_prototype(eeg_site_data, tmp_path):
+    import torch
+
+    from client.site_round import load_encoder
+
+    cfg = PrivacyConfig(epsilon=8.0)
+    before = load_encoder(tmp_path, MODEL, eeg_site_data.site.name, None).state_dict()
+    reply = train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), share_weights=True, round_no=1,
+                        objective="reconstruction")
+    assert not reply.arrays["counts"].any() and not reply.arrays["prototypes"].any() and reply.metrics["released_classes"] == 0
+    assert reply.report.steps > 0 and 0 < reply.metrics["epsilon"] <= 8.0  # the DP-SGD steps are in the ledger
+    stored = json.loads((tmp_path / LEDGER_FILE).read_text())
+    assert "prototype_release" not in stored["counts"]
+    # the reconstruction part trained; the classification head did not
+    w = {k[len("weights."):]: torch.from_numpy(v) for k, v in reply.arrays.items() if k.startswith("weights.")}
+    assert not torch.equal(w["proj_out.0.weight"], before["proj_out.0.weight"])
+    assert torch.equal(w["head.weight"], before["head.weight"])
+    check_reply(reply.arrays, reply.metrics, ReplySpec(n_classes=5, embed_dim=16, weight_shapes={k: tuple(v.shape) for k, v in w.items()},
+                                                       epsilon_budget=8.0))

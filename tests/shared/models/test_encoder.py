@@ -159,3 +159,25 @@ def test_fine_tuning_scopes(scope, expect):
         assert "encoder.layers.0.linear1.weight" not in names and "patch_embedding.proj_in.0.weight" not in names
     if scope == "head":
         assert not any(n.startswith("encoder.") for n in names)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 25])
+def test_the_cheap_positional_convolution_equals_the_full_one(channels):
+    from shared.models.encoder import DepthwiseConv2d
+
+    cheap = DepthwiseConv2d(8, 8, kernel_size=(19, 7), padding=(9, 3), groups=8)
+    full = torch.nn.Conv2d(8, 8, kernel_size=(19, 7), padding=(9, 3), groups=8)
+    full.load_state_dict(cheap.state_dict())
+    x = torch.randn(2, 8, channels, 30)
+    assert torch.allclose(cheap(x), full(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("cin,k,stride,pad,width", [(1, 49, 25, 24, 100), (1, 49, 25, 24, 200), (4, 3, 1, 1, 8)])
+def test_the_row_convolution_equals_torchs(cin, k, stride, pad, width):
+    from shared.models.encoder import RowConv2d
+
+    fast = RowConv2d(cin, 5, kernel_size=(1, k), stride=(1, stride), padding=(0, pad))
+    ref = torch.nn.Conv2d(cin, 5, kernel_size=(1, k), stride=(1, stride), padding=(0, pad))
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, cin, 6, width)
+    assert torch.allclose(fast(x), ref(x), atol=1e-5)
