@@ -57,7 +57,7 @@ def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy 
         model_cfg = s.model_for(node.site.modality)
         glob = unpack_global(_arrays(msg.content["global"]), len(s.data.vocabulary), model_cfg.embed_dim,
                              weight_shapes(model_cfg) if share else None)
-        reply = train_round(load_node_data(node, s), node.state_dir, model_cfg, s.train, privacy, glob, share_weights=share,
+        reply = train_round(load_node_data(node, s), node.state_dir, model_cfg, s.train_for(node.site.modality), privacy, glob, share_weights=share,
                             report_train_loss=request.report_train_loss, round_no=request.round, anchor_key=node.site.modality,
                             max_releases=node.policy.max_rounds, objective=s.federation.objective(request.round))
         content = RecordDict({"release": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in reply.arrays.items()}),

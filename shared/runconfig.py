@@ -36,6 +36,7 @@ class AlignConfig:
     lr: float = 0.05
     orth_weight: float = 1.0
     anchor_weight: float = 0.5
+    tol: float = 1e-4  # stop the fit early once its loss improves by less than this (relative) over 20 steps
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,42 @@ class FederationConfig:
         return "reconstruction" if round_no <= self.pretrain_rounds else "prototypes"
 
 
+PER_MODALITY = {"model": EncoderConfig, "train": TrainConfig}  # sections a modality may override key by key
+
+
 @dataclass(frozen=True)
 class RunSettings:
+    """`model_overrides` / `train_overrides`: per modality, the keys whose values differ from `model` / `train`
+    (flat keys `model.ecg.global_bins`, `train.ecg.lr`; Hydra's `model.by_modality.ecg.global_bins`)."""
+
     federation: FederationConfig
     align: AlignConfig
     data: DataConfig
     model: EncoderConfig
     train: TrainConfig
     privacy: PrivacyConfig
+    model_overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    train_overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for section, table in (("model", self.model_overrides), ("train", self.train_overrides)):
+            fields = {f.name for f in dataclasses.fields(PER_MODALITY[section])}
+            for modality, values in table.items():
+                check_option(f"{section} override modality", modality, ("eeg", "ecg"))
+                bad = sorted(set(values) - fields - {"modality"}) + (["modality"] if "modality" in values else [])
+                if bad or (section == "model" and {"embed_dim", "specific_dim"} & set(values)):
+                    raise ConfigError(f"{section}.by_modality.{modality}: cannot override {bad or ['embed_dim/specific_dim (the shared space)']}")
+        for m in self.data.preprocess:
+            self.model_for(m)  # a modality's patch length must suit the encoder: fail at start, not mid-run
 
     def model_for(self, modality: str) -> EncoderConfig:
-        return dataclasses.replace(self.model, modality=modality)
+        """The encoder of a modality: its patch length and rate come from that modality's preprocessing."""
+        pre = self.data.preprocess.get(modality)
+        derived = {"patch_samples": pre.patch_samples, "sfreq": pre.sfreq} if pre is not None else {}
+        return dataclasses.replace(self.model, modality=modality, **(derived | dict(self.model_overrides.get(modality, {}))))
+
+    def train_for(self, modality: str) -> TrainConfig:
+        return dataclasses.replace(self.train, **dict(self.train_overrides.get(modality, {})))
 
     def reply_spec(self, modality: str) -> ReplySpec:
         """What a site of `modality` may send in this run: the site's allow-list and the coordinator check the same spec."""
@@ -94,6 +120,9 @@ class RunSettings:
         flat: dict[str, Any] = {}
         for name in ("federation", "align", "model", "train", "privacy"):
             flat |= _flatten(name, getattr(self, name))
+        for section, table in (("model", self.model_overrides), ("train", self.train_overrides)):
+            for modality, values in table.items():
+                flat |= {f"{section}.{modality}.{k}": _encode(v) for k, v in values.items()}
         flat |= _flatten("split", self.data.split)
         flat["data.vocabulary"] = ",".join(self.data.vocabulary)
         for modality, pre in self.data.preprocess.items():
@@ -103,6 +132,16 @@ class RunSettings:
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> RunSettings:
         known = set(cls.default_keys())
+        overrides: dict[str, dict[str, dict[str, Any]]] = {"model": {}, "train": {}}
+        for key in flat:
+            section, _, rest = key.partition(".")
+            modality, _, name = rest.partition(".")
+            if section in PER_MODALITY and modality in ("eeg", "ecg") and name:
+                hints = typing.get_type_hints(PER_MODALITY[section])
+                if name not in hints:
+                    raise ConfigError(f"unknown run_config key {key!r}")
+                overrides[section].setdefault(modality, {})[name] = _decode(flat[key], hints[name])
+                known.add(key)
         unknown = sorted(set(flat) - known)
         if unknown:
             raise ConfigError(f"unknown run_config key(s) {unknown}")
@@ -116,6 +155,7 @@ class RunSettings:
             model=_unflatten(EncoderConfig, "model", flat),
             train=_unflatten(TrainConfig, "train", flat),
             privacy=_unflatten(PrivacyConfig, "privacy", flat),
+            model_overrides=overrides["model"], train_overrides=overrides["train"],
         )
 
     @staticmethod
@@ -130,13 +170,17 @@ class RunSettings:
     @classmethod
     def from_nested(cls, values: Mapping[str, Any]) -> RunSettings:
         """From Hydra's composed config (plain containers): sections federation_run, alignment, data, model, training, privacy."""
+        model, training = dict(values["model"]), dict(values["training"])
+        model_by, train_by = model.pop("by_modality", None) or {}, training.pop("by_modality", None) or {}
         return cls(
             federation=build(FederationConfig, values["federation_run"], "federation_run"),
             align=build(AlignConfig, values["alignment"], "alignment"),
             data=DataConfig.from_mapping(values["data"]),
-            model=EncoderConfig.from_mapping(values["model"]),
-            train=TrainConfig.from_mapping(values["training"]),
+            model=EncoderConfig.from_mapping(model),
+            train=TrainConfig.from_mapping(training),
             privacy=PrivacyConfig.from_mapping(values["privacy"]),
+            model_overrides={m: dict(v or {}) for m, v in model_by.items() if v},
+            train_overrides={m: dict(v or {}) for m, v in train_by.items() if v},
         )
 
 

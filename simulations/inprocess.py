@@ -30,7 +30,7 @@ def run_local_only(sites: list[SiteData], settings: RunSettings, state_root: Pat
         for data in sites:
             for rnd in range(1, settings.federation.rounds + 1):
                 train_round(data, state_dir(state_root, data.site.name), settings.model_for(data.site.modality),
-                            settings.train, settings.privacy, GlobalState(), round_no=rnd)
+                            settings.train_for(data.site.modality), settings.privacy, GlobalState(), round_no=rnd)
                 bar.update(1)
 
 
@@ -42,7 +42,7 @@ def run_federated(sites: list[SiteData], settings: RunSettings, state_root: Path
             results = []
             for data in sites:
                 m = data.site.modality
-                reply = train_round(data, state_dir(state_root, data.site.name), settings.model_for(m), settings.train,
+                reply = train_round(data, state_dir(state_root, data.site.name), settings.model_for(m), settings.train_for(m),
                                     settings.privacy, state.global_for(m, fed.share_weights), share_weights=fed.share_weights,
                                     round_no=rnd, anchor_key=m, objective=fed.objective(rnd))
                 results.append(SiteResult(data.site.name, m, reply.arrays, reply.metrics))

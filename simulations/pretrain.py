@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Callable
 
 import hydra
 import torch
@@ -23,6 +24,7 @@ from shared.data.site import federation_sites, load_federation_site
 from shared.data.synthetic.federation import MANIFEST, generate_federation
 from shared.models.encoder import EncoderConfig, build_encoder
 from shared.models.pretraining import PretrainConfig, pretrain, save_checkpoint
+from shared.runconfig import RunSettings
 from simulations.generate import federation_spec
 from simulations.paths import CONFIG_DIR
 
@@ -41,11 +43,12 @@ def corpus_windows(corpus_dir: Path, data: DataConfig, cache_dir: str | Path | N
     return by_modality
 
 
-def pretrain_corpus(corpus_dir: Path, out_dir: Path, data: DataConfig, model: EncoderConfig, cfg: PretrainConfig,
-                    cache_dir: str | Path | None = None) -> dict[str, Path]:
+def pretrain_corpus(corpus_dir: Path, out_dir: Path, data: DataConfig, model_for: Callable[[str], EncoderConfig],
+                    cfg: PretrainConfig, cache_dir: str | Path | None = None) -> dict[str, Path]:
+    """`model_for(modality)`: the encoder settings the sites of that modality will use (RunSettings.model_for)."""
     written = {}
     for modality, windows in sorted(corpus_windows(corpus_dir, data, cache_dir).items()):
-        mcfg = dataclasses.replace(model, modality=modality, pretrained="")
+        mcfg = dataclasses.replace(model_for(modality), pretrained="")
         encoder = build_encoder(mcfg, seed=cfg.seed)
         losses = pretrain(encoder, windows, cfg, desc=f"pretraining {modality} ({sum(len(w) for w in windows)} windows)")
         written[modality] = save_checkpoint(encoder, out_dir / f"{modality}.pt",
@@ -54,17 +57,18 @@ def pretrain_corpus(corpus_dir: Path, out_dir: Path, data: DataConfig, model: En
     return written
 
 
-def ensure_pretrained(corpus_spec: DictConfig, data_dir: Path, cache_dir: Path, data: DataConfig, model: EncoderConfig,
-                      cfg: PretrainConfig) -> str:
+def ensure_pretrained(corpus_spec: DictConfig, data_dir: Path, cache_dir: Path, settings: RunSettings, cfg: PretrainConfig) -> str:
     """The `model.pretrained` template of the public checkpoints, pretrained once per corpus and settings."""
-    key = fingerprint(OmegaConf.to_container(corpus_spec, resolve=True), data, dataclasses.replace(model, pretrained=""), cfg)
+    data = settings.data
+    models = {m: dataclasses.replace(settings.model_for(m), pretrained="") for m in sorted(data.preprocess)}
+    key = fingerprint(OmegaConf.to_container(corpus_spec, resolve=True), data, models, cfg)
     out = cache_dir / "pretrained" / key
     corpus = data_dir / f"corpus-{corpus_spec.name}"
     if not all((out / f"{m}.pt").is_file() for m in data.preprocess):
         if not (corpus / MANIFEST).is_file():
             log.info("writing the public corpus %r under %s", corpus_spec.name, corpus)
             generate_federation(federation_spec(corpus_spec), corpus, overwrite=True)
-        pretrain_corpus(corpus, out, data, model, cfg, cache_dir)
+        pretrain_corpus(corpus, out, data, settings.model_for, cfg, cache_dir)
     return str(out / "{modality}.pt")
 
 
@@ -77,11 +81,18 @@ def pretrain_settings(cfg: DictConfig) -> PretrainConfig:
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="pretrain")
 def main(cfg: DictConfig) -> None:
     data = DataConfig.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))
-    model = EncoderConfig.from_mapping(OmegaConf.to_container(cfg.model, resolve=True))
+    model_values = OmegaConf.to_container(cfg.model, resolve=True)
+    by_modality = model_values.pop("by_modality", None) or {}
+    model = EncoderConfig.from_mapping(model_values)
+
+    def model_for(m: str) -> EncoderConfig:  # as RunSettings.model_for derives it
+        pre = data.preprocess[m]
+        return dataclasses.replace(model, modality=m, patch_samples=pre.patch_samples, sfreq=pre.sfreq, **(by_modality.get(m) or {}))
+
     corpus = Path(cfg.corpus_dir) if cfg.corpus_dir else Path(cfg.paths.data_dir) / f"corpus-{cfg.corpus.name}"
     if not cfg.corpus_dir and not (corpus / MANIFEST).is_file():
         generate_federation(federation_spec(cfg.corpus), corpus, overwrite=True)
-    written = pretrain_corpus(corpus, Path(cfg.out_dir), data, model, pretrain_settings(cfg), cfg.paths.cache_dir)
+    written = pretrain_corpus(corpus, Path(cfg.out_dir), data, model_for, pretrain_settings(cfg), cfg.paths.cache_dir)
     for modality, path in written.items():
         print(f"{modality}: {path}")
     print(f"start sites from them with model.pretrained={Path(cfg.out_dir) / '{modality}.pt'}")

@@ -96,8 +96,8 @@ def simulate(cfg: DictConfig) -> dict:
     if cfg.pretraining.source == "public":
         from simulations.pretrain import ensure_pretrained, pretrain_settings
 
-        template = ensure_pretrained(cfg.corpus, Path(cfg.paths.data_dir), Path(settings.federation.cache_dir), settings.data,
-                                     settings.model, pretrain_settings(cfg))
+        template = ensure_pretrained(cfg.corpus, Path(cfg.paths.data_dir), Path(settings.federation.cache_dir), settings,
+                                     pretrain_settings(cfg))
         settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, pretrained=template))
     elif cfg.pretraining.source != "none":
         raise SystemExit(f"pretraining.source={cfg.pretraining.source!r}: use public or none")

@@ -44,3 +44,25 @@ def test_pyproject_flower_config_matches_the_hydra_defaults():
 def test_infinite_epsilon_means_no_dp():
     s = run_settings(compose_config("simulate", ["federation_run.results_dir=/tmp/r", "privacy.epsilon=inf"]))
     assert not s.privacy.enabled
+
+
+def test_per_modality_overrides_survive_the_flat_run_config_and_patch_length_follows_the_preprocessing():
+    from hydra import compose, initialize_config_dir
+
+    from shared.errors import ConfigError
+    from simulations.paths import CONFIG_DIR
+    from simulations.settings import run_settings
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("simulate", overrides=["+training.by_modality.ecg.lr=0.2", "+model.by_modality.ecg.global_bins=50",
+                                             "data.preprocess.ecg.patch_s=2.0", "federation_run.results_dir=x"])
+    s = run_settings(cfg)
+    assert s.train_for("ecg").lr == 0.2 and s.train_for("eeg").lr == s.train.lr
+    assert s.model_for("ecg").global_bins == 50 and s.model_for("eeg").global_bins == 0
+    assert s.model_for("ecg").patch_samples == 200 and s.model_for("eeg").patch_samples == 100
+    back = RunSettings.from_flat(s.to_flat())
+    assert back == s and back.model_for("ecg") == s.model_for("ecg")
+    with pytest.raises(ConfigError, match="embed_dim"):
+        RunSettings.from_flat(s.to_flat() | {"model.ecg.embed_dim": 16})
+    with pytest.raises(ConfigError, match="unknown run_config key"):
+        RunSettings.from_flat(s.to_flat() | {"train.ecg.learning_rate": 0.1})

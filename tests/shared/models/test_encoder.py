@@ -88,8 +88,8 @@ def cbramod_config():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose("simulate", overrides=["model=cbramod"])
     assert cfg.data.preprocess.eeg.sfreq == 200.0  # the preset brings the 200 Hz patches it needs
-    values = {k: v for k, v in cfg.model.items()}
-    return EncoderConfig(**values)
+    values = {k: v for k, v in cfg.model.items() if k != "by_modality"}
+    return EncoderConfig(**values, patch_samples=200)  # as RunSettings.model_for derives it from the 200 Hz preprocessing
 
 
 def test_the_published_cbramod_weights_load_by_name():
