@@ -51,6 +51,33 @@ def run_federated(sites: list[SiteData], settings: RunSettings, state_root: Path
     return state
 
 
+BASELINE_STATE = "server_state.npz"
+
+
+def run_baseline(kind: str, settings: RunSettings, state_root: Path, threads: int = 1) -> None:
+    """One baseline in its own process (`concurrent.futures`): sites loaded from the window cache, torch on `threads`.
+
+    The two DP baselines repeat the whole federation's training; the sites' tensors are small, so
+    one process per core does far more than two threads on one process.
+    """
+    import torch
+
+    from shared.data.config import SiteConfig
+    from shared.data.site import federation_sites, load_federation_site
+
+    torch.set_num_threads(threads)
+    root = Path(settings.federation.federation_dir)
+    sites = [load_federation_site(f, SiteConfig.from_site_dir(f), settings.data, settings.federation.cache_dir)
+             for f in federation_sites(root)]
+    if kind == "fedavg":
+        run_federated(sites, unaligned_fedavg_settings(settings), state_root, "baseline FedAvg (no alignment)").save(
+            state_root / BASELINE_STATE)
+    elif kind == "local":
+        run_local_only(sites, settings, state_root)
+    else:
+        raise ValueError(f"unknown baseline {kind!r}")
+
+
 def unaligned_fedavg_settings(settings: RunSettings) -> RunSettings:
     return dataclasses.replace(settings, align=dataclasses.replace(settings.align, enabled=False),
                                federation=dataclasses.replace(settings.federation, share_weights=True))

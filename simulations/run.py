@@ -12,9 +12,11 @@ import csv
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -78,13 +80,26 @@ def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> N
     )
 
 
+def run_dp_baselines(kinds: list[str], settings: RunSettings, root: Path, cpus_per_job: float) -> None:
+    """The DP baselines side by side, one process each (as many at once as there are cores for them)."""
+    from simulations.inprocess import run_baseline
+
+    if not kinds:
+        return
+    workers = max(1, min(len(kinds), int((os.cpu_count() or 1) // max(cpus_per_job, 1))))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(run_baseline, kind, settings, root / kind, max(1, int(cpus_per_job))) for kind in kinds]
+        for job in jobs:
+            job.result()  # a failed baseline fails the run, with its own traceback
+
+
 def simulate(cfg: DictConfig) -> dict:
     from server.strategy import ServerState, write_csv
     from simulations import report
     from simulations.baseline import feature_baseline
     from simulations.centralised import ReferenceConfig, train_centralised
     from simulations.evaluate import evaluate, feature_row, from_centralised, from_states
-    from simulations.inprocess import run_federated, run_local_only, unaligned_fedavg_settings
+    from simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
 
     t0 = time.time()
     settings = run_settings(cfg)
@@ -112,12 +127,11 @@ def simulate(cfg: DictConfig) -> dict:
     fed_wall = time.time() - t_fed
     state = ServerState.load(out / "checkpoint.npz")
     embs = {"fedxalign": from_states(sites, settings, out / "state", state)}
+    run_dp_baselines([b for b in ("fedavg", "local") if b in cfg.baselines], settings, out / "baselines", cfg.num_cpus_per_client)
     if "fedavg" in cfg.baselines:
         fa = unaligned_fedavg_settings(settings)
-        fa_state = run_federated(sites, fa, out / "baselines" / "fedavg", "baseline FedAvg (no alignment)")
-        embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", fa_state)
+        embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE))
     if "local" in cfg.baselines:
-        run_local_only(sites, settings, out / "baselines" / "local")
         embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site")
     reference = None
     if "central" in cfg.baselines:

@@ -15,7 +15,7 @@ def run(tiny_federation, tmp_path_factory):
     cfg = compose_config("simulate", [
         f"federation_run.federation_dir={tiny_federation}", f"federation_run.results_dir={out}",
         f"paths.cache_dir={out / 'cache'}", "federation_rounds=2", "training.local_epochs=1", "baselines=[local]",
-        "privacy.epsilon=8", "privacy.min_count=2",
+        "privacy.epsilon=8", "privacy.min_count=2", "pretraining.source=none",  # the public path: test_pretrain.py
         # tiny sites hold a few windows per class: at the default release noise (count std 8) a round
         # can release too few classes to align, and the alignment score is then undefined (NaN)
         "privacy.proto_noise_multiplier=3",

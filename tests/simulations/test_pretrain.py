@@ -1,0 +1,31 @@
+"""The public-pretraining path of the simulation: a corpus is written once, pretrained once per settings, then reused."""
+
+import dataclasses
+
+import torch
+
+from client.site_round import load_encoder
+import simulations.pretrain as sp
+from simulations.pretrain import ensure_pretrained, pretrain_settings
+from simulations.settings import run_settings
+from tests.conftest import compose_config
+
+
+def test_public_checkpoints_are_made_once_and_sites_start_from_them(tmp_path, monkeypatch):
+    cfg = compose_config("simulate", ["federation=tiny", f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                                      "federation_run.results_dir=x", "pretraining.epochs=1"])
+    settings = run_settings(cfg)
+    pcfg = pretrain_settings(cfg)
+    template = ensure_pretrained(cfg.federation, tmp_path / "data", tmp_path / "cache", settings, pcfg)  # the tiny spec as corpus
+    assert (tmp_path / "data" / "corpus-tiny" / "federation.yaml").is_file()
+    for m in ("eeg", "ecg"):
+        path = template.format(modality=m)
+        ckpt = torch.load(path, weights_only=True)
+        assert ckpt["meta"]["epoch_losses"] and ckpt["config"]["modality"] == m
+    # cached: a second call neither regenerates nor retrains
+    monkeypatch.setattr(sp, "pretrain_corpus", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pretrained again")))
+    assert ensure_pretrained(cfg.federation, tmp_path / "data", tmp_path / "cache", settings, pcfg) == template
+    model_cfg = dataclasses.replace(settings.model_for("ecg"), pretrained=template)
+    site = load_encoder(tmp_path / "state", model_cfg, "ecg_a", None)
+    ref = torch.load(template.format(modality="ecg"), weights_only=True)["state_dict"]
+    assert torch.equal(site.state_dict()["proj_out.0.weight"], ref["proj_out.0.weight"])
