@@ -1,8 +1,10 @@
 """The coordinator's loop over Flower's Grid: discover sites, then per round train -> aggregate/align -> evaluate.
 
 A round goes on with the sites that answered in time, down to `federation.min_sites`; a site
-that failed may answer again in a later round. State is checkpointed every round and the
-per-round and per-site metrics are (re)written to the results folder as they come.
+that failed may answer again in a later round. The per-round and per-site metrics are
+(re)written to the results folder as they come, and the state is checkpointed last, once a
+round's evaluation and logs are written. A folder that holds a checkpoint is continued only with
+`federation.resume=true` and only by a run with the same settings (`RunSettings.fingerprint`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ class RunLog:
                     setattr(log_, attr, list(csv.DictReader(fh)))
         return log_
 
+    def up_to(self, round_no: int) -> RunLog:
+        """Only the rows of rounds 1..round_no: a crash after a round's logs but before its checkpoint
+        re-runs that round, and its rows must not appear twice."""
+        keep = lambda rows: [r for r in rows if int(float(r["round"])) <= round_no]  # noqa: E731
+        return RunLog(keep(self.rounds), keep(self.sites), keep(self.evals))
+
     def write(self, out: Path) -> None:
         write_json(out / "rounds.json", self.rounds)
         write_csv(out / "sites.csv", self.sites)
@@ -93,12 +101,12 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
     fed = settings.federation
     out = Path(fed.results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / CHECKPOINT
-    state = ServerState.load(ckpt) if ckpt.is_file() else ServerState()
-    if state.round:
-        log.info("resuming from %s at round %d", ckpt, state.round)
+    state = start_state(out / CHECKPOINT, settings)
+    if state.round >= fed.rounds:
+        log.info("the run in %s already finished all %d rounds; nothing to do", out, fed.rounds)
+        return state
     sites: dict[int, dict[str, str]] = {}
-    runlog = RunLog.load(out) if state.round else RunLog()
+    runlog = RunLog.load(out).up_to(state.round) if state.round else RunLog()
     for rnd in range(state.round + 1, fed.rounds + 1):
         t0 = time.time()
         node_ids = wait_for_nodes(grid, fed.min_sites, fed.round_timeout_s)
@@ -135,7 +143,6 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
         if len(results) < fed.min_sites:
             raise FederationError(f"round {rnd}: {len(results)} site(s) answered, fewer than min_sites={fed.min_sites}")
         state, summary = aggregate_round(state, results, settings)
-        state.save(ckpt)
         evals = evaluate_sites(grid, state, sites, targets, rnd, settings)
         wall = time.time() - t0
         runlog.rounds.append(asdict(summary) | {"wall_s": wall, "missing": missing,
@@ -143,8 +150,27 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
         runlog.sites += site_rows(rnd, results)
         runlog.evals += evals
         runlog.write(out)
+        state.save(out / CHECKPOINT)  # last: a round is done once its evaluation and logs are written
         if on_round:
             on_round(summary, results, wall)
+    return state
+
+
+def start_state(ckpt: Path, settings: RunSettings) -> ServerState:
+    """A fresh state, or, with `federation.resume`, the checkpoint of the same run; anything else is refused."""
+    fingerprint = settings.fingerprint()
+    if not ckpt.is_file():
+        if settings.federation.resume:
+            log.warning("resume asked, but %s holds no checkpoint; starting at round 1", ckpt.parent)
+        return ServerState(fingerprint=fingerprint)
+    state = ServerState.load(ckpt)
+    if not settings.federation.resume:
+        raise FederationError(f"{ckpt.parent} already holds a run stopped after round {state.round} of {settings.federation.rounds}: "
+                              "continue it with federation.resume=true, or give another federation.results_dir")
+    if state.fingerprint != fingerprint:
+        raise FederationError(f"{ckpt} was written by a run with other settings (fingerprint {state.fingerprint or 'none'}, "
+                              f"this run {fingerprint}); resume only with the settings it was started with")
+    log.info("resuming from %s after round %d", ckpt, state.round)
     return state
 
 

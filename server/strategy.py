@@ -50,6 +50,7 @@ class ServerState:
     present: dict[str, np.ndarray] = field(default_factory=dict)
     heads: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    fingerprint: str = ""  # RunSettings.fingerprint() of the run that wrote it
 
     def global_for(self, modality: str, share_weights: bool) -> GlobalState:
         if modality not in self.anchors:
@@ -61,13 +62,14 @@ class ServerState:
         arrays = {f"anchors/{m}": a for m, a in self.anchors.items()} | {f"present/{m}": p for m, p in self.present.items()}
         arrays |= {f"heads/{m}": h for m, h in self.heads.items()}
         arrays |= {f"weights/{m}/{k}": v for m, w in self.weights.items() for k, v in w.items()}
-        write_npz(path, {"round": np.array(self.round), **arrays})
+        write_npz(path, {"round": np.array(self.round), "fingerprint": np.array(self.fingerprint), **arrays})
 
     @classmethod
     def load(cls, path: Path) -> ServerState:
         state = cls()
         with np.load(path) as npz:
             state.round = int(npz["round"])
+            state.fingerprint = str(npz["fingerprint"]) if "fingerprint" in npz.files else ""
             for key in npz.files:
                 kind, _, rest = key.partition("/")
                 if kind == "weights":
@@ -124,7 +126,7 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         for m, rs in releasing.items() if rs
     }
     new = ServerState(round=state.round + 1, anchors=dict(state.anchors), present=dict(state.present),
-                      heads=dict(state.heads), weights=dict(state.weights))
+                      heads=dict(state.heads), weights=dict(state.weights), fingerprint=state.fingerprint)
     if fed.share_weights:
         for m, rs in by_mod.items():
             with_w = [r for r in rs if any(k.startswith(WEIGHT_PREFIX) for k in r.arrays)]

@@ -58,6 +58,7 @@ class FederationConfig:
     count_cap: float = 10_000.0  # a site's noisy count per class weighs at most this much
     client_threads: int = 0  # torch threads per ClientApp; 0 keeps torch's default
     pretrain_rounds: int = 0  # the first rounds train by dual-masked reconstruction under DP (federated pretraining)
+    resume: bool = False  # continue the stopped run whose checkpoint is in results_dir (refused without it)
 
     def __post_init__(self) -> None:
         check_option("aggregator", self.aggregator, AGGREGATORS)
@@ -115,6 +116,16 @@ class RunSettings:
         return ReplySpec(n_classes=len(self.data.vocabulary), embed_dim=self.model.embed_dim,
                          weight_shapes=weight_shapes(self.model_for(modality)) if self.federation.share_weights else None,
                          epsilon_budget=self.privacy.epsilon if self.privacy.enabled else None)
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must have been made with to be resumed: everything that shapes the rounds
+        (not where files go, how long to wait, or the resume flag itself)."""
+        import hashlib
+
+        operational = {"resume", "results_dir", "federation_dir", "cache_dir", "round_timeout_s", "join_wait_s",
+                       "expected_sites", "min_sites", "client_threads"}
+        flat = {k: v for k, v in self.to_flat().items() if not (k.startswith("federation.") and k.split(".", 1)[1] in operational)}
+        return hashlib.sha256(repr(sorted(flat.items())).encode()).hexdigest()[:16]
 
     def to_flat(self) -> dict[str, Any]:
         flat: dict[str, Any] = {}

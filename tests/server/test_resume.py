@@ -1,0 +1,59 @@
+"""Explicit resume: a results folder with a checkpoint is continued only when asked, and only by the same run."""
+
+import dataclasses
+
+import pytest
+
+from server.federation_loop import CHECKPOINT, FederationError, RunLog, run_federation, start_state
+from server.strategy import ServerState
+from tests.server.test_strategy import settings as base_settings
+
+
+def settings(tmp_path, **fed):
+    s = base_settings(**fed)
+    return dataclasses.replace(s, federation=dataclasses.replace(s.federation, results_dir=str(tmp_path), **fed))
+
+
+class NoGrid:
+    def __getattr__(self, name):
+        raise AssertionError(f"the grid was used ({name})")
+
+
+def test_a_fresh_folder_starts_at_round_one_with_the_runs_fingerprint(tmp_path):
+    s = settings(tmp_path)
+    state = start_state(tmp_path / CHECKPOINT, s)
+    assert state.round == 0 and state.fingerprint == s.fingerprint()
+
+
+def test_a_stopped_run_is_not_continued_or_overwritten_unless_asked(tmp_path):
+    s = settings(tmp_path)
+    ServerState(round=2, fingerprint=s.fingerprint()).save(tmp_path / CHECKPOINT)
+    with pytest.raises(FederationError, match="stopped after round 2 of 5: continue it with federation.resume=true"):
+        start_state(tmp_path / CHECKPOINT, s)
+    resumed = start_state(tmp_path / CHECKPOINT, settings(tmp_path, resume=True))
+    assert resumed.round == 2
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+    s = settings(tmp_path)
+    ServerState(round=1, fingerprint=s.fingerprint()).save(tmp_path / CHECKPOINT)
+    other = settings(tmp_path, resume=True)
+    other = dataclasses.replace(other, privacy=dataclasses.replace(other.privacy, epsilon=3.0))
+    with pytest.raises(FederationError, match="other settings"):
+        start_state(tmp_path / CHECKPOINT, other)
+    # where files go or how long to wait may change between the two starts
+    moved = dataclasses.replace(settings(tmp_path, resume=True, round_timeout_s=5.0, join_wait_s=1.0))
+    assert start_state(tmp_path / CHECKPOINT, moved).round == 1
+
+
+def test_a_finished_run_resumed_does_nothing(tmp_path):
+    s = settings(tmp_path, resume=True)
+    ServerState(round=s.federation.rounds, fingerprint=s.fingerprint()).save(tmp_path / CHECKPOINT)
+    assert run_federation(NoGrid(), s).round == s.federation.rounds
+
+
+def test_rows_of_a_round_after_the_checkpoint_are_dropped_on_resume(tmp_path):
+    RunLog(rounds=[{"round": 1}, {"round": 2}], sites=[{"round": 1, "site": "a"}, {"round": 2, "site": "a"}],
+           evals=[{"round": "2", "site": "a"}]).write(tmp_path)
+    kept = RunLog.load(tmp_path).up_to(1)
+    assert [r["round"] for r in kept.rounds] == [1] and len(kept.sites) == 1 and kept.evals == []
