@@ -143,7 +143,6 @@ def simulate(cfg: DictConfig) -> dict:
     rounds = json.loads((out / "rounds.json").read_text())
     with (out / "sites.csv").open() as fh:
         site_rows = [{k: (float(v) if k not in ("site", "modality") else v) for k, v in r.items()} for r in csv.DictReader(fh)]
-    within = {name: m["within_site"] for name, m in methods.items() if m["within_site"]}
     probes = {name: m["probe_site"] for name, m in methods.items()}
     write_csv(out / "methods.csv", [{"method": k, **{kk: vv for kk, vv in v.items() if not kk.endswith("_site")}}
                                     for k, v in methods.items()])
