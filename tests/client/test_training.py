@@ -98,3 +98,35 @@ def test_an_empty_poisson_batch_still_gets_the_noisy_update():
     before = {k: v.clone() for k, v in gsm.state_dict().items()}
     _noise_only_step(gsm, opt)
     assert any(not torch.equal(before[k], v) for k, v in gsm.state_dict().items())
+
+
+def test_without_dp_the_step_is_dp_sgds_without_noise(tmp_path):
+    """DP off clips each sample's gradient and averages, like DP-SGD, and adds no noise: the two runs differ by the
+    noise alone. (Clipping the batch gradient instead made non-private steps several times larger, and collapsed.)"""
+    from client.training import _loss
+    from shared.data.site import WindowDataset
+    from shared.models.encoder import set_trainable
+
+    cfg = EncoderConfig(dropout=0.0)
+    rng = np.random.default_rng(0)
+    ds = WindowDataset(rng.standard_normal((8, 2, 3000)).astype(np.float32), rng.integers(0, 5, 8), 30, 100)
+    a, present = anchors()
+    train_cfg = TrainConfig(local_epochs=1, batch_size=8, lr=0.1, momentum=0.0)
+    privacy = PrivacyConfig(enabled=False, max_grad_norm=0.01)  # small: every sample's gradient is clipped
+    model = build_encoder(cfg, seed=0)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    dp_train(model, ds, a, present, train_cfg, privacy, PrivacyLedger(tmp_path / "l.json", privacy))
+    ref = build_encoder(cfg, seed=0)
+    set_trainable(ref, "all")
+    ref.train()
+    names = [n for n, p in ref.named_parameters() if p.requires_grad]
+    clipped = []
+    for i in range(8):
+        ref.zero_grad()
+        _loss(ref, ds.x[i : i + 1], ds.y[i : i + 1], a, present, None, train_cfg).backward()
+        g = torch.cat([p.grad.flatten() for n, p in ref.named_parameters() if n in names])
+        clipped.append(g * min(1.0, 0.01 / (float(g.norm()) + 1e-6)))
+    expected = -0.1 * torch.stack(clipped).mean(0)
+    moved = torch.cat([(model.state_dict()[n] - start[n]).flatten() for n in names])
+    assert torch.allclose(moved, expected, atol=1e-6)
+    assert float(moved.norm()) <= 0.1 * 0.01 + 1e-6
