@@ -174,7 +174,9 @@ def load_site(
     hits = 0
     ch_ref: list[str] | None = None
     for path in tqdm(paths, desc=f"reading {site.name}", unit="record", disable=not progress, leave=False):
-        entry_path = Path(cache_dir) / site.name / f"{path.name}-{key}.npz" if cache_dir else None
+        # the record's own path is in the key: two federations with the same site and record names
+        # (generated with another seed, or a copy) must never read each other's windows
+        entry_path = Path(cache_dir) / site.name / f"{path.name}-{fingerprint(key, str(path.resolve()))}.npz" if cache_dir else None
         entry = cache.load(entry_path) if entry_path else None
         if entry is not None:
             hits += 1

@@ -146,3 +146,18 @@ def test_real_mitbih_site_with_rhythm_labels(real_dir, data_cfg, tmp_path):
     # the real record's 2273 beats in 30:06 are 75.5 per minute: the RR channel must say so
     from shared.data.beats import RR_CENTRE_S, RR_SCALE_S
     assert abs(60.0 / np.mean(data.x[:, 2] * RR_SCALE_S + RR_CENTRE_S) - 75.5) < 2.0
+
+
+def test_a_site_of_the_same_name_elsewhere_never_gets_anothers_cached_windows(tiny_federation, tmp_path, data_cfg):
+    """Two federations with the same site and record names (another generator seed, a copy being edited):
+    each record is served its own windows, not the first one's from the cache."""
+    first, other = tmp_path / "fed_a" / "ecg_a", tmp_path / "fed_b" / "ecg_a"
+    shutil.copytree(tiny_federation / "ecg_a", first)
+    shutil.copytree(tiny_federation / "ecg_a", other)
+    a = load(first, data_cfg, cache_dir=tmp_path / "cache")
+    for dat in other.glob("*.dat"):  # same names and sizes, other samples
+        raw = np.fromfile(dat, dtype="<i2")
+        np.roll(raw, 12345).tofile(dat)
+    b = load(other, data_cfg, cache_dir=tmp_path / "cache")
+    assert b.cache_hits == 0 and not np.array_equal(a.x, b.x)
+    assert load(first, data_cfg, cache_dir=tmp_path / "cache").cache_hits == len(a.records)
