@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from shared.data.beats import BEAT_CHANNELS
 from shared.data.config import DataConfig, PreprocessConfig, SplitConfig
 from shared.errors import ConfigError, check_option
 from shared.models.encoder import EncoderConfig, weight_shapes
@@ -105,7 +106,8 @@ class RunSettings:
     def model_for(self, modality: str) -> EncoderConfig:
         """The encoder of a modality: its patch length and rate come from that modality's preprocessing."""
         pre = self.data.preprocess.get(modality)
-        derived = {"patch_samples": pre.patch_samples, "sfreq": pre.sfreq} if pre is not None else {}
+        derived = {"patch_samples": pre.patch_samples, "sfreq": pre.sfreq,
+                   "derived_channels": len(BEAT_CHANNELS) if pre.beat_channels else 0} if pre is not None else {}
         return dataclasses.replace(self.model, modality=modality, **(derived | dict(self.model_overrides.get(modality, {}))))
 
     def train_for(self, modality: str) -> TrainConfig:

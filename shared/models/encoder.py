@@ -48,6 +48,7 @@ class EncoderConfig:
     specific_dim: int = 0
     global_bins: int = 0  # > 0: add a whole-window log-spectrum token (this many bins up to global_max_hz)
     global_max_hz: float = 25.0
+    derived_channels: int = 0  # trailing input channels that are not signals (ECG beat channels): left out of the spectrum token
     sfreq: float = 100.0
     pretrained: str = ""  # start weights: a file per modality, '{modality}' in the name (pretraining output or CBraMod's)
 
@@ -292,6 +293,8 @@ class CrissCrossEncoder(nn.Module):
         1-s patches resolve 1 Hz at best; heart rate and its variability, or the sigma band, need
         the finer resolution of the whole 30-s window.
         """
+        if self.config.derived_channels:
+            x = x[:, : x.shape[1] - self.config.derived_channels]
         b, c, p, s = x.shape
         spec = torch.fft.rfft(x.reshape(b, c, p * s), dim=-1).abs().pow(2)
         freqs = torch.fft.rfftfreq(p * s, d=1.0 / self.config.sfreq).to(x.device)
