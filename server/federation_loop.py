@@ -109,7 +109,14 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
     runlog = RunLog.load(out).up_to(state.round) if state.round else RunLog()
     for rnd in range(state.round + 1, fed.rounds + 1):
         t0 = time.time()
-        node_ids, targets = reachable_sites(grid, sites, fed, first=rnd == state.round + 1)
+        node_ids = wait_for_nodes(grid, fed.min_sites, fed.round_timeout_s)
+        if fed.expected_sites > len(node_ids):
+            first = rnd == state.round + 1
+            node_ids = wait_for_nodes(grid, fed.expected_sites, fed.round_timeout_s if first else fed.join_wait_s)
+        new = [n for n in node_ids if n not in sites]
+        if new:
+            sites |= query_sites(grid, new, fed.round_timeout_s)
+        targets = [n for n in node_ids if n in sites]
         if len(targets) < fed.min_sites:
             raise FederationError(f"round {rnd}: only {len(targets)} site(s) reachable, fewer than min_sites={fed.min_sites}")
         cfg = ConfigRecord({"round": rnd, "share-weights": fed.share_weights})
@@ -147,26 +154,6 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
         if on_round:
             on_round(summary, results, wall)
     return state
-
-
-def reachable_sites(grid: Grid, sites: dict[int, dict[str, str]], fed, first: bool) -> tuple[list[int], list[int]]:
-    """The nodes the SuperLink lists and those of them that answered the query (new ones are queried and
-    added to `sites`). A node the SuperLink still lists but that has not reconnected yet (a SuperNode or a
-    SuperLink that restarted) answers "node unavailable": it is asked again until enough sites answer or
-    the wait (round_timeout_s before the first round, join_wait_s later) is over."""
-    deadline = time.time() + (fed.round_timeout_s if first else fed.join_wait_s)
-    while True:
-        node_ids = wait_for_nodes(grid, fed.min_sites, fed.round_timeout_s)
-        if fed.expected_sites > len(node_ids):
-            node_ids = wait_for_nodes(grid, fed.expected_sites, max(0.0, deadline - time.time()))
-        new = [n for n in node_ids if n not in sites]
-        if new:
-            sites |= query_sites(grid, new, fed.round_timeout_s)
-        targets = [n for n in node_ids if n in sites]
-        enough = len(targets) >= max(fed.min_sites, min(fed.expected_sites, len(node_ids)))
-        if enough or time.time() >= deadline:
-            return node_ids, targets
-        time.sleep(2.0)
 
 
 def start_state(ckpt: Path, settings: RunSettings) -> ServerState:
