@@ -1,4 +1,4 @@
-"""The privacy-utility curve of a sweep: one figure and one table from the runs of `-m privacy.epsilon=1,3,8,inf`.
+"""The privacy-utility curve of a sweep: one figure and one table from the runs of `-m privacy.epsilon=3,8,inf`.
 
 Hydra calls `PrivacyCurve.on_multirun_end` when the sweep ends (configs/simulate.yaml); for a
 sweep folder from earlier, `python -m simulations.curve SWEEP_DIR`. Each run's `summary.json`
@@ -76,7 +76,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xticks(ticks, [f"{t:g}" for t in sorted(set(finite))] + (["no DP"] if len(finite) < len(rows) else []))
         ax.set(title=title, xlabel="epsilon per site")
     axes[0].set_ylabel("balanced accuracy (held-out subjects)")
-    axes[-1].legend(fontsize=7, loc="lower right")
+    handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}  # features: within panels only
+    axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -11,7 +11,7 @@ from shared.runconfig import RunSettings
 
 
 def run_settings(cfg: DictConfig) -> RunSettings:
-    """`privacy.epsilon=inf` means no DP, so that `-m privacy.epsilon=1,3,8,inf` sweeps the whole privacy-utility curve."""
+    """`privacy.epsilon=inf` means no DP, so that `-m privacy.epsilon=3,8,inf` sweeps the whole privacy-utility curve."""
     values = OmegaConf.to_container(cfg, resolve=True)
     privacy = values["privacy"]
     if math.isinf(float(privacy.get("epsilon", 8.0))):
