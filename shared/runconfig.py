@@ -75,6 +75,15 @@ class FederationConfig:
         return "reconstruction" if round_no <= self.pretrain_rounds else "prototypes"
 
 
+def encoder_for(model: EncoderConfig, modality: str, pre: PreprocessConfig | None,
+                overrides: Mapping[str, Any] | None = None) -> EncoderConfig:
+    """The encoder of a modality: its patch length, rate and derived (beat) channels come from that
+    modality's preprocessing, then its own overrides. The one derivation for runs and pretraining."""
+    derived = {"patch_samples": pre.patch_samples, "sfreq": pre.sfreq,
+               "derived_channels": len(BEAT_CHANNELS) if pre.beat_channels else 0} if pre is not None else {}
+    return dataclasses.replace(model, modality=modality, **(derived | dict(overrides or {})))
+
+
 PER_MODALITY = {"model": EncoderConfig, "train": TrainConfig}  # sections a modality may override key by key
 
 
@@ -104,11 +113,7 @@ class RunSettings:
             self.model_for(m)  # a modality's patch length must suit the encoder: fail at start, not mid-run
 
     def model_for(self, modality: str) -> EncoderConfig:
-        """The encoder of a modality: its patch length and rate come from that modality's preprocessing."""
-        pre = self.data.preprocess.get(modality)
-        derived = {"patch_samples": pre.patch_samples, "sfreq": pre.sfreq,
-                   "derived_channels": len(BEAT_CHANNELS) if pre.beat_channels else 0} if pre is not None else {}
-        return dataclasses.replace(self.model, modality=modality, **(derived | dict(self.model_overrides.get(modality, {}))))
+        return encoder_for(self.model, modality, self.data.preprocess.get(modality), self.model_overrides.get(modality))
 
     def train_for(self, modality: str) -> TrainConfig:
         return dataclasses.replace(self.train, **dict(self.train_overrides.get(modality, {})))

@@ -24,7 +24,7 @@ from shared.data.site import federation_sites, load_federation_site
 from shared.data.synthetic.federation import MANIFEST, generate_federation
 from shared.models.encoder import EncoderConfig, build_encoder
 from shared.models.pretraining import PretrainConfig, pretrain, save_checkpoint
-from shared.runconfig import RunSettings
+from shared.runconfig import RunSettings, encoder_for
 from simulations.generate import federation_spec
 from simulations.paths import CONFIG_DIR
 
@@ -85,9 +85,8 @@ def main(cfg: DictConfig) -> None:
     by_modality = model_values.pop("by_modality", None) or {}
     model = EncoderConfig.from_mapping(model_values)
 
-    def model_for(m: str) -> EncoderConfig:  # as RunSettings.model_for derives it
-        pre = data.preprocess[m]
-        return dataclasses.replace(model, modality=m, patch_samples=pre.patch_samples, sfreq=pre.sfreq, **(by_modality.get(m) or {}))
+    def model_for(m: str) -> EncoderConfig:  # what the run's sites of modality m will build
+        return encoder_for(model, m, data.preprocess[m], by_modality.get(m))
 
     corpus = Path(cfg.corpus_dir) if cfg.corpus_dir else Path(cfg.paths.data_dir) / f"corpus-{cfg.corpus.name}"
     if not cfg.corpus_dir and not (corpus / MANIFEST).is_file():

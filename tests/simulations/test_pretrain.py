@@ -29,3 +29,21 @@ def test_public_checkpoints_are_made_once_and_sites_start_from_them(tmp_path, mo
     site = load_encoder(tmp_path / "state", model_cfg, "ecg_a", None)
     ref = torch.load(template.format(modality="ecg"), weights_only=True)["state_dict"]
     assert torch.equal(site.state_dict()["proj_out.0.weight"], ref["proj_out.0.weight"])
+
+
+def test_the_pretrain_commands_checkpoints_load_into_the_encoders_a_run_builds(tiny_federation, tmp_path):
+    """fedxalign-pretrain derives each modality's encoder as a run does (patch length, beat channels),
+    so a run refuses none of its checkpoints."""
+    import subprocess
+    import sys
+
+    from shared.models.encoder import build_encoder
+    from shared.models.pretraining import load_pretrained
+
+    out = tmp_path / "ckpt"
+    subprocess.run([sys.executable, "-m", "simulations.pretrain", f"corpus_dir={tiny_federation}", f"out_dir={out}",
+                    "pretraining.epochs=1", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
+                   check=True, capture_output=True, text=True)
+    settings = run_settings(compose_config("simulate", ["federation_run.results_dir=x"]))
+    for m in ("eeg", "ecg"):
+        load_pretrained(build_encoder(settings.model_for(m), seed=0), out / f"{m}.pt")
