@@ -98,8 +98,6 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     optimizer = make_optimizer(model, train_cfg)
     sigma = None
     budget_steps = math.inf
-    trainable: torch.nn.Module = model
-    engine = None
     release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier)
     model.train()  # Opacus validates the module in training mode
     if privacy_cfg.enabled:
@@ -115,31 +113,25 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
                                                         train_cfg.planned_rounds, release_sigma))
         sigma = float(ledger.noise_multiplier)
         budget_steps = ledger.affordable_steps(sigma, q, reserve=[(release_sigma, 1.0, 1)])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")  # we pass our own OS-seeded generator
-            engine = PrivacyEngine(accountant=privacy_cfg.accountant)
-            trainable, optimizer, _ = engine.make_private(
-                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
-                max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=False, noise_generator=noise_gen,
-            )
-        if privacy_cfg.unit == "subject":  # Opacus would size the mean by windows; the expected batch is in patients
-            optimizer.expected_batch_size = loader.expected_batch_size
-        logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus switches it to DEBUG
     else:
         # No DP: the same per-sample clipping and averaging, without noise or accounting, so that the
         # two runs differ by the noise alone. (Clipping the batch gradient instead lets steps grow up to
         # ten times larger than DP-SGD's mean of clipped gradients; at the same learning rate that
         # collapsed EEG embeddings onto one point.) The sampling seed protects nothing: runs repeat.
         gen = torch.Generator().manual_seed(train_cfg.seed)
+        noise_gen = None
         loader = DataLoader(dataset, batch_size=min(train_cfg.batch_size, n), shuffle=True, generator=gen)
         q = 0.0
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            engine = PrivacyEngine(accountant=privacy_cfg.accountant)
-            trainable, optimizer, _ = engine.make_private(
-                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=0.0,
-                max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=False)
-        logging.getLogger("flwr").setLevel(logging.INFO)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")  # we pass our own OS-seeded generator
+        engine = PrivacyEngine(accountant=privacy_cfg.accountant)
+        trainable, optimizer, _ = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma if sigma is not None else 0.0,
+            max_grad_norm=privacy_cfg.max_grad_norm, poisson_sampling=False, noise_generator=noise_gen,
+        )
+    if privacy_cfg.enabled and privacy_cfg.unit == "subject":
+        optimizer.expected_batch_size = loader.expected_batch_size  # Opacus would size the mean by windows, not patients
+    logging.getLogger("flwr").setLevel(logging.INFO)  # Opacus switches it to DEBUG
     anchors, present = anchors.detach().to(device), present.to(device)
     head = head.to(device) if head is not None else None
     steps, losses, epoch_means = 0, [], []
@@ -179,8 +171,7 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
         if stopped:
             log.warning("privacy budget reached after %d step(s): epsilon %.3f of %g", steps, ledger.epsilon(), privacy_cfg.epsilon)
             break
-    if engine is not None:
-        trainable.remove_hooks()  # give the plain module back to the caller
+    trainable.remove_hooks()  # give the plain module back to the caller
     ledger.save()
     model.eval()
     model.to("cpu")  # what the site saves and sends lives on the CPU

@@ -85,7 +85,7 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     loaders = [(d.site.modality, torch.utils.data.DataLoader(d.dataset("train"), batch_size=settings.train.batch_size, shuffle=True,
                                                              generator=torch.Generator().manual_seed(seed)))
                for d in sites if (d.split == "train").any()]
-    val = [(d.site.modality, d.dataset("val").x, d.dataset("val").y.numpy()) for d in sites if (d.split == "val").any()]
+    val = [(d.site.modality, ds.x, ds.y.numpy()) for d in sites if (d.split == "val").any() for ds in [d.dataset("val")]]
     rng = np.random.default_rng(seed)
     best = (-np.inf, 0, None)
     epoch = 0

@@ -360,6 +360,7 @@ def load_cbramod_weights(model: CrissCrossEncoder, state: Mapping[str, torch.Ten
 
 
 TRAINABLE_SCOPES = ("all", "top", "head")
+TASK_PARTS = ("pool_norm.", "head.", "specific_head.", "global_embed.")  # this project's part, not CBraMod's
 
 
 def set_trainable(model: CrissCrossEncoder, scope: str = "all", top_layers: int = 1) -> list[str]:
@@ -373,7 +374,6 @@ def set_trainable(model: CrissCrossEncoder, scope: str = "all", top_layers: int 
     check_option("trainable", scope, TRAINABLE_SCOPES)
     n = len(model.encoder.layers)
     top = {f"encoder.layers.{i}." for i in range(max(0, n - top_layers), n)}
-    task = ("pool_norm.", "head.", "specific_head.", "global_embed.")
     names = []
     for name, p in model.named_parameters():
         if name == "patch_embedding.mask_encoding" or name.startswith("proj_out."):
@@ -381,7 +381,7 @@ def set_trainable(model: CrissCrossEncoder, scope: str = "all", top_layers: int 
         elif scope == "all":
             train = True
         else:
-            train = name.startswith(task) or (scope == "top" and any(name.startswith(t) for t in top))
+            train = name.startswith(TASK_PARTS) or (scope == "top" and any(name.startswith(t) for t in top))
         p.requires_grad_(train)
         if train:
             names.append(name)

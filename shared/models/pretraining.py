@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from shared.device import pick_device
 from shared.errors import ConfigError
-from shared.models.encoder import CrissCrossEncoder, EncoderConfig, load_cbramod_weights
+from shared.models.encoder import TASK_PARTS, CrissCrossEncoder, EncoderConfig, load_cbramod_weights
 from shared.schema import build
 
 CHECKPOINT_FORMAT = "fedxalign-pretrained-v1"
@@ -111,7 +111,7 @@ def pretrain(model: CrissCrossEncoder, datasets: Sequence[torch.Tensor], cfg: Pr
 def set_pretrainable(model: CrissCrossEncoder) -> None:
     """Train everything the reconstruction uses (not the classification part); the mask value stays 0, as CBraMod's."""
     for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(("head.", "specific_head.", "global_embed.", "pool_norm.")) and not name.endswith("mask_encoding"))
+        p.requires_grad_(not name.startswith(TASK_PARTS) and not name.endswith("mask_encoding"))
 
 
 def save_checkpoint(model: CrissCrossEncoder, path: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
