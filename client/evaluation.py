@@ -10,15 +10,18 @@ tells nothing new.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from client.site_round import ENCODER_FILE, LAST_GLOBAL_FILE, load_encoder, local_anchors
+from client.site_round import ENCODER_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, load_encoder, local_anchors
 from client.training import embed
+from shared.data.paired import MODALITIES, PairedSiteData
 from shared.data.site import SiteData
 from shared.models.encoder import EncoderConfig
+from shared.models.fusion import FusionConfig
 
 
 def evaluate_site(data: SiteData, state_dir: Path, model_cfg: EncoderConfig, split: str = "test",
@@ -40,4 +43,23 @@ def evaluate_site(data: SiteData, state_dir: Path, model_cfg: EncoderConfig, spl
     scores = z @ (anchors / np.linalg.norm(anchors, axis=1, keepdims=True)).T
     scores[:, ~present] = -np.inf
     pred, y = scores.argmax(1), ds.y.numpy()
+    return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(balanced_accuracy_score(y, pred))}
+
+
+def evaluate_paired(data: PairedSiteData, state_dir: Path, model_cfgs: Mapping[str, EncoderConfig], fusion_cfg: FusionConfig,
+                    split: str = "test") -> dict[str, float]:
+    """A paired site's fused score on `split` (both modalities, the fusion decoder), from its own last state only."""
+    from client.paired_round import load_fusion
+
+    mask = data.split == split
+    files = [state_dir / f for f in PAIRED_ENCODER_FILES.values()]
+    if not mask.any() or not fusion_cfg.enabled or not all(f.is_file() for f in files) or not (state_dir / LAST_GLOBAL_FILE).is_file():
+        return {}
+    with np.load(state_dir / LAST_GLOBAL_FILE) as npz:
+        heads = {m: torch.from_numpy(npz[f"{m}.head"]) if f"{m}.head" in npz.files else None for m in MODALITIES}
+    ds = data.dataset(split)
+    z = {m: torch.from_numpy(embed(load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", None, PAIRED_ENCODER_FILES[m]),
+                                   ds.x_eeg if m == "eeg" else ds.x_ecg, heads[m])) for m in MODALITIES}
+    fusion = load_fusion(state_dir, data.name, model_cfgs["eeg"].embed_dim, len(data.vocabulary), fusion_cfg, None)
+    pred, y = fusion.predict(z["eeg"], z["ecg"], "masked").argmax(1), ds.y.numpy()
     return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(balanced_accuracy_score(y, pred))}

@@ -4,8 +4,10 @@ Deployment (a hospital's SuperNode) passes `data-dir` and `state-dir` (and may p
 `site-config`, a YAML path). The site's privacy policy comes from `policy-file` (a YAML path),
 else `<data-dir>/policy.yaml`, else the strict defaults of `SitePolicy`; the `node_config` keys
 in POLICY_KEYS override single fields of it. The simulation engine passes only `partition-id`,
-which indexes the sorted site folders of the run's federation directory; a simulated site's
-policy is the researcher's (given to the ClientApp), else its folder's `policy.yaml`.
+which indexes the sorted node folders of the run's federation directory (a paired folder, one
+holding `paired.yaml`, is ONE node unless `federation.paired_as=two`); a simulated site's
+policy is the researcher's (given to the ClientApp), else its folder's `policy.yaml`. A
+deployed `data-dir` that holds `paired.yaml` makes the node a paired site.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any, Mapping
 import yaml
 
 from shared.data.config import SiteConfig
-from shared.data.site import SiteData, federation_sites, load_federation_site
+from shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
+from shared.data.site import SiteData, load_federation_site
 from shared.errors import ConfigError
 from shared.privacy.policy import SitePolicy
+from shared.protocol import PAIRED
 from shared.runconfig import RunSettings
 
 POLICY_KEYS = {"dp-required": "dp_required", "privacy-epsilon": "epsilon", "privacy-delta": "delta", "privacy-unit": "unit",
@@ -32,10 +36,32 @@ NODE_KEYS = ("data-dir", "state-dir", "site-config", "policy-file", *POLICY_KEYS
 
 @dataclass(frozen=True)
 class NodeSite:
+    """A single-modality site (`site`) or a paired one (`paired`; `site` None)."""
+
     site_dir: Path
-    site: SiteConfig
+    site: SiteConfig | None
     state_dir: Path
     policy: SitePolicy
+    paired: PairedSiteConfig | None = None
+
+    @property
+    def name(self) -> str:
+        return self.paired.name if self.paired is not None else self.site.name
+
+    @property
+    def kind(self) -> str:
+        """What the node announces and the coordinator checks its replies against: a modality, or `paired`."""
+        return PAIRED if self.paired is not None else self.site.modality
+
+
+def _node_site(site_dir: Path, site_config: str | None) -> tuple[SiteConfig | None, PairedSiteConfig | None]:
+    if is_paired_dir(site_dir):
+        if site_config:
+            raise ConfigError(f"{site_dir} is a paired site (paired.yaml): its halves' site.yaml files configure it, not 'site-config'")
+        return None, PairedSiteConfig.from_dir(site_dir)
+    if site_config:
+        return SiteConfig.from_mapping(yaml.safe_load(Path(site_config).read_text())), None
+    return SiteConfig.from_site_dir(site_dir), None
 
 
 def state_dir(root: str | Path, site_name: str) -> Path:
@@ -72,23 +98,23 @@ def resolve_node(node_config: Mapping[str, Any], settings: RunSettings, sim_poli
         if "state-dir" not in node_config:
             raise ConfigError("node_config needs 'state-dir' (where the site keeps its ledger and encoder) beside 'data-dir'")
         folder = Path(str(node_config["state-dir"]))
-        if "site-config" in node_config:
-            site = SiteConfig.from_mapping(yaml.safe_load(Path(str(node_config["site-config"])).read_text()))
-        else:
-            site = SiteConfig.from_site_dir(site_dir)
+        site, paired = _node_site(site_dir, str(node_config["site-config"]) if "site-config" in node_config else None)
         sim_policy = None  # a deployed site's policy is its own, never the run's
     elif "partition-id" in node_config:
-        sites = federation_sites(settings.federation.federation_dir)
+        sites = federation_nodes(settings.federation.federation_dir, settings.federation.paired_as == "one")
         pid = int(node_config["partition-id"])
         if not 0 <= pid < len(sites):
-            raise ConfigError(f"partition-id {pid} but {settings.federation.federation_dir} holds {len(sites)} site(s)")
+            raise ConfigError(f"partition-id {pid} but {settings.federation.federation_dir} holds {len(sites)} node(s)")
         site_dir = sites[pid]
-        site = SiteConfig.from_site_dir(site_dir)
-        folder = state_dir(Path(settings.federation.results_dir) / "state", site.name)
+        site, paired = _node_site(site_dir, None)
+        folder = state_dir(Path(settings.federation.results_dir) / "state", paired.name if paired else site.name)
     else:
         raise ConfigError("node_config names no site: give 'data-dir' and 'state-dir' (deployment) or run in simulation")
-    return NodeSite(site_dir=site_dir, site=site, state_dir=folder, policy=read_policy(node_config, site_dir, sim_policy))
+    return NodeSite(site_dir=site_dir, site=site, state_dir=folder, policy=read_policy(node_config, site_dir, sim_policy),
+                    paired=paired)
 
 
-def load_node_data(node: NodeSite, settings: RunSettings) -> SiteData:
+def load_node_data(node: NodeSite, settings: RunSettings) -> SiteData | PairedSiteData:
+    if node.paired is not None:
+        return load_paired_site(node.site_dir, settings.data, settings.federation.cache_dir)
     return load_federation_site(node.site_dir, node.site, settings.data, settings.federation.cache_dir)

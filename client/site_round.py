@@ -31,6 +31,8 @@ from shared.protocol import WEIGHT_PREFIX, GlobalState, ReplySpec, check_reply, 
 log = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.pt"
+PAIRED_ENCODER_FILES = {"eeg": "encoder.eeg.pt", "ecg": "encoder.ecg.pt"}  # a paired site's two encoders
+FUSION_FILE = "fusion.pt"
 LEDGER_FILE = "ledger.json"
 REPLIES_DIR = "replies"
 LAST_GLOBAL_FILE = "last_global.npz"
@@ -56,11 +58,12 @@ def local_anchors(name: str, n_classes: int, dim: int) -> np.ndarray:
     return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
 
 
-def load_encoder(state_dir: Path, cfg: EncoderConfig, site_name: str, weights: dict[str, np.ndarray] | None) -> CrissCrossEncoder:
+def load_encoder(state_dir: Path, cfg: EncoderConfig, site_name: str, weights: dict[str, np.ndarray] | None,
+                 filename: str = ENCODER_FILE) -> CrissCrossEncoder:
     """Shared weights from the server win; else the site's own last encoder; else the pretrained start
     (`cfg.pretrained`); else a fresh, seeded one."""
     model = build_encoder(cfg, seed=site_seed(site_name))
-    path = state_dir / ENCODER_FILE
+    path = state_dir / filename
     if weights is not None:
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     elif path.is_file():
@@ -73,25 +76,26 @@ def load_encoder(state_dir: Path, cfg: EncoderConfig, site_name: str, weights: d
 def open_ledger(state_dir: Path, privacy_cfg: PrivacyConfig) -> PrivacyLedger:
     """The site's ledger; refuses (LedgerIntegrityError) when it is gone or edited but the folder shows earlier work."""
     return PrivacyLedger(state_dir / LEDGER_FILE, privacy_cfg,
-                         earlier_work=[state_dir / ENCODER_FILE, state_dir / REPLIES_DIR, state_dir / LAST_GLOBAL_FILE])
+                         earlier_work=[state_dir / f for f in (ENCODER_FILE, *PAIRED_ENCODER_FILES.values(), FUSION_FILE,
+                                                               REPLIES_DIR, LAST_GLOBAL_FILE)])
 
 
-def request_key(round_no: int, glob: GlobalState, *settings: object) -> str:
-    """What identifies one request: the round, the broadcast and the settings. A coordinator that
-    resumes from its checkpoint sends the same again; another federation, or another broadcast, does not."""
+def request_key(round_no: int, glob: GlobalState | dict[str, np.ndarray], *settings: object) -> str:
+    """What identifies one request: the round, the broadcast (a GlobalState or its packed arrays) and the settings.
+    A coordinator that resumes from its checkpoint sends the same again; another federation, or another broadcast, does not."""
     h = hashlib.sha256(f"{round_no}|{settings!r}".encode())
-    for name, arr in sorted(pack_global(glob).items()):
+    for name, arr in sorted((pack_global(glob) if isinstance(glob, GlobalState) else glob).items()):
         h.update(name.encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:24]
 
 
-def _reply_path(state_dir: Path, round_no: int, key: str) -> Path:
+def reply_path(state_dir: Path, round_no: int, key: str) -> Path:
     return state_dir / REPLIES_DIR / f"round_{round_no:05d}_{key}.npz"
 
 
 def cached_reply(state_dir: Path, round_no: int, key: str) -> SiteReply | None:
-    path = _reply_path(state_dir, round_no, key)
+    path = reply_path(state_dir, round_no, key)
     if round_no <= 0 or not path.is_file():
         return None
     with np.load(path) as npz:
@@ -180,5 +184,5 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
                      forbidden_sizes=frozenset({int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y)}))
     check_reply(arrays, metrics, spec)
     if round_no > 0:
-        write_npz(_reply_path(state_dir, round_no, key), arrays, metrics)
+        write_npz(reply_path(state_dir, round_no, key), arrays, metrics)
     return SiteReply(arrays, metrics, report)

@@ -24,7 +24,6 @@ from shared.privacy.ledger import PrivacyLedger, calibrate_noise
 from shared.privacy.randomness import secure_torch_generator
 from shared.privacy.release import effective_release_sigma
 from shared.privacy.sampling import subject_loader, window_loader
-from shared.data.site import WindowDataset
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,7 @@ OBJECTIVES = ("prototypes", "reconstruction")
 MASK = PretrainConfig()  # federated pretraining masks as the public pretraining does
 
 ExtraLoss = Callable[[CrissCrossEncoder, torch.Tensor], torch.Tensor]
+BatchLoss = Callable[[torch.nn.Module, list[torch.Tensor]], torch.Tensor]  # (private module, batch tensors, labels last)
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,11 @@ def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, anchors: tor
     return loss
 
 
-def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Tensor, present: torch.Tensor,
+def dp_train(model: torch.nn.Module, dataset: torch.utils.data.Dataset, anchors: torch.Tensor, present: torch.Tensor,
              train_cfg: TrainConfig, privacy_cfg: PrivacyConfig, ledger: PrivacyLedger,
              head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None, round_no: int = 0,
-             generator: torch.Generator | None = None, objective: str = "prototypes") -> TrainReport:
+             generator: torch.Generator | None = None, objective: str = "prototypes",
+             batch_loss: BatchLoss | None = None, release_sigma: float | None = None) -> TrainReport:
     """Train `model` in place for `local_epochs`, or fewer steps if the budget runs out.
 
     With DP on: Poisson sampling of the privacy unit (windows, or patients with one window
@@ -83,22 +84,25 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     leave no room for this round's prototype release. `generator` fixes sampling and noise (tests
     only); by default each call draws a fresh one seeded from the OS. `objective="reconstruction"`
     trains the encoder by dual-masked reconstruction instead (federated pretraining: same
-    sampling, clipping, noise and ledger; labels unused).
+    sampling, clipping, noise and ledger; labels unused). `batch_loss` replaces the encoder
+    objectives for another model (a paired site's two encoders and fusion head; the caller sets
+    what is trainable), and `release_sigma` the effective noise of the round's release it reserves.
     """
     n = len(dataset)
     if n == 0:
         raise ConfigError("the site has no training windows")
     check_option("objective", objective, OBJECTIVES)
-    if objective == "reconstruction":
+    if batch_loss is None and objective == "reconstruction":
         set_pretrainable(model)
-    else:
+    elif batch_loss is None:
         set_trainable(model, train_cfg.trainable, train_cfg.top_layers)
     device = pick_device(train_cfg.device)
     model.to(device)
     optimizer = make_optimizer(model, train_cfg)
     sigma = None
     budget_steps = math.inf
-    release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier)
+    if release_sigma is None:
+        release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier)
     model.train()  # Opacus validates the module in training mode
     if privacy_cfg.enabled:
         gen = generator if generator is not None else secure_torch_generator()  # sampling: on the CPU, with the data
@@ -138,19 +142,22 @@ def dp_train(model: CrissCrossEncoder, dataset: WindowDataset, anchors: torch.Te
     stopped = False
     for _ in range(train_cfg.local_epochs):
         epoch_losses = []
-        for x, y in loader:
+        for batch in loader:
             if steps >= budget_steps:
                 stopped = True
                 break
-            if len(y) == 0:  # Poisson sampling can draw an empty batch: still a step, and still a noisy update
+            if len(batch[-1]) == 0:  # Poisson sampling can draw an empty batch: still a step, and still a noisy update
                 if sigma is not None:
                     ledger.record("dp_sgd_step", sigma, q, round_no=round_no)
                     _noise_only_step(trainable, optimizer)
                 steps += 1
                 continue
             optimizer.zero_grad()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if objective == "reconstruction":  # the masks need no secrecy; they come from the same generator anyway
+            batch = [b.to(device, non_blocking=True) for b in batch]
+            x, y = batch[0], batch[-1]
+            if batch_loss is not None:
+                loss = batch_loss(trainable, batch)
+            elif objective == "reconstruction":  # the masks need no secrecy; they come from the same generator anyway
                 mask = dual_mask(*x.shape[:3], MASK.mask_ratio, MASK.span_patches, gen, device)
                 loss = reconstruction_loss(trainable, x, mask)
             else:

@@ -23,7 +23,7 @@ from flwr.serverapp import Grid
 
 from server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_csv, write_json
 from shared.errors import FedXAlignError
-from shared.protocol import ReplySpec, message_records, pack_global, reply_problems
+from shared.protocol import ReplySpec, message_records, reply_problems
 from shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
         if len(targets) < fed.min_sites:
             raise FederationError(f"round {rnd}: only {len(targets)} site(s) reachable, fewer than min_sites={fed.min_sites}")
         cfg = ConfigRecord({"round": rnd, "share-weights": fed.share_weights})
-        msgs = [Message(RecordDict({"global": _record(pack_global(state.global_for(sites[n]["modality"], fed.share_weights))),
+        msgs = [Message(RecordDict({"global": _record(state.broadcast_for(sites[n]["modality"], fed.share_weights)),
                                     "config": cfg}), dst_node_id=n, message_type="train", group_id=str(rnd))
                 for n in targets]
         results = []

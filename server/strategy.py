@@ -17,7 +17,7 @@ import numpy as np
 from server.aggregation import ModalityPrototypes, aggregate_prototypes, aggregate_weights, cap_counts
 from server.alignment import AlignResult, align_prototypes, mean_cross_score
 from shared.atomic_files import write_npz
-from shared.protocol import WEIGHT_PREFIX, GlobalState
+from shared.protocol import FUSION_PREFIX, MODALITIES, PAIRED, WEIGHT_PREFIX, GlobalState, pack_global, pack_paired_global
 from shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class ServerState:
     heads: dict[str, np.ndarray] = field(default_factory=dict)
     weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     fingerprint: str = ""  # RunSettings.fingerprint() of the run that wrote it
+    fusion: dict[str, np.ndarray] = field(default_factory=dict)  # the paired sites' averaged fusion head
 
     def global_for(self, modality: str, share_weights: bool) -> GlobalState:
         if modality not in self.anchors:
@@ -58,10 +59,18 @@ class ServerState:
         return GlobalState(anchors=self.anchors[modality], present=self.present[modality], head=self.heads.get(modality),
                            weights=self.weights.get(modality) if share_weights else None)
 
+    def broadcast_for(self, kind: str, share_weights: bool) -> dict[str, np.ndarray]:
+        """The arrays a node of `kind` (a modality, or `paired`: both modalities and the fusion head) receives."""
+        if kind == PAIRED:
+            return pack_paired_global({m: self.global_for(m, share_weights) for m in MODALITIES},
+                                      self.fusion if share_weights else None)
+        return pack_global(self.global_for(kind, share_weights))
+
     def save(self, path: Path) -> None:
         arrays = {f"anchors/{m}": a for m, a in self.anchors.items()} | {f"present/{m}": p for m, p in self.present.items()}
         arrays |= {f"heads/{m}": h for m, h in self.heads.items()}
         arrays |= {f"weights/{m}/{k}": v for m, w in self.weights.items() for k, v in w.items()}
+        arrays |= {f"fusion/{k}": v for k, v in self.fusion.items()}
         write_npz(path, {"round": np.array(self.round), "fingerprint": np.array(self.fingerprint), **arrays})
 
     @classmethod
@@ -75,6 +84,8 @@ class ServerState:
                 if kind == "weights":
                     m, _, name = rest.partition("/")
                     state.weights.setdefault(m, {})[name] = npz[key]
+                elif kind == "fusion":
+                    state.fusion[rest] = npz[key]
                 elif kind in ("anchors", "present", "heads"):
                     getattr(state, kind)[rest] = npz[key].astype(bool) if kind == "present" else npz[key]
         return state
@@ -113,9 +124,29 @@ def condition_number(m: np.ndarray) -> float:
     return float(s[0] / max(s[-1], 1e-300))
 
 
+def split_paired(results: list[SiteResult]) -> tuple[list[SiteResult], list[SiteResult]]:
+    """A paired site's reply as one result per modality (its prototypes share the one released count), plus
+    the paired replies' fusion heads as results of their own (arrays `fusion.*` and the counts)."""
+    out, fusion = [], []
+    for r in results:
+        if r.modality != PAIRED:
+            out.append(r)
+            continue
+        for m in MODALITIES:
+            arrays = {"prototypes": r.arrays[f"{m}.prototypes"], "counts": r.arrays["counts"]}
+            arrays |= {k[len(m) + 1:]: v for k, v in r.arrays.items() if k.startswith(f"{m}.{WEIGHT_PREFIX}")}
+            out.append(SiteResult(r.site, m, arrays, r.metrics))
+        if any(k.startswith(FUSION_PREFIX) for k in r.arrays):
+            fusion.append(r)
+    return out, fusion
+
+
 def aggregate_round(state: ServerState, results: list[SiteResult], settings: RunSettings) -> tuple[ServerState, RoundSummary]:
-    """Aggregate one round's replies into the next state. Sites of one modality never mix with another's."""
+    """Aggregate one round's replies into the next state. Sites of one modality never mix with another's;
+    a paired site counts in each of its two modalities, and its fusion head among paired sites only."""
     fed, align = settings.federation, settings.align
+    nodes = results
+    results, fusions = split_paired(results)
     by_mod: dict[str, list[SiteResult]] = {}
     for r in results:
         by_mod.setdefault(r.modality, []).append(r)
@@ -126,7 +157,12 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         for m, rs in releasing.items() if rs
     }
     new = ServerState(round=state.round + 1, anchors=dict(state.anchors), present=dict(state.present),
-                      heads=dict(state.heads), weights=dict(state.weights), fingerprint=state.fingerprint)
+                      heads=dict(state.heads), weights=dict(state.weights), fingerprint=state.fingerprint, fusion=dict(state.fusion))
+    if fusions:
+        new.fusion = aggregate_weights([{k[len(FUSION_PREFIX):]: v for k, v in r.arrays.items() if k.startswith(FUSION_PREFIX)}
+                                        for r in fusions],
+                                       [float(cap_counts(r.arrays["counts"], fed.count_cap).sum()) for r in fusions],
+                                       fed.aggregator, fed.trim_fraction)
     if fed.share_weights:
         for m, rs in by_mod.items():
             with_w = [r for r in rs if any(k.startswith(WEIGHT_PREFIX) for k in r.arrays)]
@@ -137,9 +173,9 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
     if not protos:
         if fed.objective(new.round) == "prototypes":
             log.warning("round %d: no site released a prototype; the anchors and heads of round %d stay", new.round, state.round)
-        return new, RoundSummary(round=new.round, n_sites=len(results), sites=sorted(r.site for r in results),
+        return new, RoundSummary(round=new.round, n_sites=len(nodes), sites=sorted(r.site for r in nodes),
                                  alignment_before=float("nan"), alignment_after=float("nan"), classes_per_modality={},
-                                 train_loss=_mean_loss(results))
+                                 train_loss=_mean_loss(nodes))
     dim = next(iter(protos.values())).prototypes.shape[1]
     if align.enabled and len(protos) > 1:
         previous = state.anchors.get(align.anchor_modality, next(iter(state.anchors.values()), None))
@@ -160,10 +196,10 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         others = {m: p for m, p in protos.items() if m != anchor_mod}
         before = after = mean_cross_score(protos[anchor_mod], others) if anchor_mod else float("nan")
     summary = RoundSummary(
-        round=new.round, n_sites=len(results), sites=sorted(r.site for r in results),
+        round=new.round, n_sites=len(nodes), sites=sorted(r.site for r in nodes),
         alignment_before=float(before), alignment_after=float(after),
         classes_per_modality={m: int(p.present.sum()) for m, p in protos.items()},
-        train_loss=_mean_loss(results),
+        train_loss=_mean_loss(nodes),
         head_condition={m: condition_number(h) for m, h in new.heads.items() if np.all(np.isfinite(h))},
     )
     return _keep_finite(state, new), summary
@@ -171,6 +207,9 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
 
 def _keep_finite(old: ServerState, new: ServerState) -> ServerState:
     """Last guard: a non-finite anchor, head or weight never reaches the broadcast; the previous value stays (or none)."""
+    if not all(np.all(np.isfinite(v)) for v in new.fusion.values()):
+        log.error("round %d: non-finite fusion head; keeping round %d's", new.round, old.round)
+        new.fusion = old.fusion
     for attr in ("anchors", "heads", "weights"):
         table, before = getattr(new, attr), getattr(old, attr)
         for m, value in list(table.items()):

@@ -42,6 +42,29 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float, weights: torch.Tensor
     return (weights * per_row).sum() / weights.sum().clamp_min(1e-12)
 
 
+def paired_contrastive(za: torch.Tensor, zb: torch.Tensor, y: torch.Tensor, neg_a: torch.Tensor, neg_b: torch.Tensor,
+                       tau: float, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample-level alignment of a pair (Brant-X's sequence level) whose loss depends on that pair alone.
+
+    For the EEG embedding `za[i]` the positive is its own ECG embedding `zb[i]` and the
+    negatives are the ECG side's class anchors `neg_b` of the OTHER classes; symmetrically for
+    `zb[i]`. In-batch negatives (CLIP's `info_nce`) would make pair i's gradient depend on every
+    other pair of the batch, which DP-SGD's per-pair clipping cannot bound. The anchors are
+    public to the site (the server's broadcast), so using them costs no privacy.
+    """
+    own = F.one_hot(y, neg_a.shape[0]).bool()
+    if present is not None:
+        own = own | ~present.bool().unsqueeze(0)
+
+    def one_side(q: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor) -> torch.Tensor:
+        pos_logit = (q * pos).sum(-1, keepdim=True) / tau
+        neg = (q @ F.normalize(negs, dim=-1).T / tau).masked_fill(own, float("-inf"))
+        logits = torch.cat([pos_logit, neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+    return 0.5 * (one_side(za, zb, neg_b) + one_side(zb, za, neg_a))
+
+
 def orthogonality(inv: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     """MISA soft orthogonality (Hazarika et al. 2020, eq. 8) taken per sample: mean over i of (inv_i . spec_i)^2.
 

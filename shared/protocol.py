@@ -7,6 +7,10 @@ the same function on every reply it receives and drops a reply that fails it. A 
           when the run shares weights and the site's policy allows it.
   metrics `epsilon`, `delta`, `epsilon_budget` (privacy status; epsilon <= budget <= the run's),
           `released_classes`, and `train_loss` only when the run asks and the site's policy allows it.
+A paired site (EEG and ECG of the same epochs, one node) sends instead `eeg.prototypes` and
+`ecg.prototypes` (C, d) with ONE `counts` (C,) (one joint release: a pair is one unit),
+`eeg.weights.<name>` / `ecg.weights.<name>` when weights are shared, and `fusion.<name>`, its
+fusion head, when the run fuses.
 An evaluate reply holds `accuracy`, `balanced_accuracy` (held-out split, not DP) only when the
 site's policy opts in, else nothing. Nothing sized by the number of windows, no raw signal, no
 per-window embedding or label, no step count or noise multiplier (they reveal the training-set size).
@@ -28,6 +32,9 @@ TRAIN_METRICS = frozenset({"epsilon", "delta", "epsilon_budget", "released_class
 EVAL_METRICS = frozenset({"accuracy", "balanced_accuracy"})
 QUERY_FIELDS = frozenset({"site", "modality"})
 MODALITIES = ("eeg", "ecg")
+PAIRED = "paired"  # a node's kind when it holds both modalities of the same epochs
+NODE_KINDS = (*MODALITIES, PAIRED)
+FUSION_PREFIX = "fusion."
 RECORDS = {"query": {"info": "config"}, "train": {"release": "array", "metrics": "metric"}, "evaluate": {"metrics": "metric"}}
 MAX_SCALAR = 1e12
 MAX_COUNT = 1e6  # no class of one site holds a million 30-s windows (about 1 patient-century)
@@ -54,6 +61,20 @@ class ReplySpec:
     epsilon_budget: float | None = None
     max_count: float = MAX_COUNT
     forbidden_sizes: frozenset[int] = field(default_factory=frozenset)
+    paired_weight_shapes: Mapping[str, Mapping[str, tuple[int, ...]]] | None = None  # a paired site's, per modality
+    fusion_shapes: Mapping[str, tuple[int, ...]] | None = None
+    paired: bool = False
+
+    def expected_arrays(self) -> dict[str, tuple[int, ...]]:
+        """Every array a train reply must hold, with its shape."""
+        protos, counts = (self.n_classes, self.embed_dim), (self.n_classes,)
+        if not self.paired:
+            out = {"prototypes": protos, "counts": counts}
+            return out | {WEIGHT_PREFIX + k: tuple(s) for k, s in (self.weight_shapes or {}).items()}
+        out = {f"{m}.prototypes": protos for m in MODALITIES} | {"counts": counts}
+        for m, shapes in (self.paired_weight_shapes or {}).items():
+            out |= {f"{m}.{WEIGHT_PREFIX}{k}": tuple(s) for k, s in shapes.items()}
+        return out | {FUSION_PREFIX + k: tuple(s) for k, s in (self.fusion_shapes or {}).items()}
 
 
 class DisallowedReply(FedXAlignError):
@@ -88,7 +109,7 @@ def reply_problems(kind: str, records: Mapping[str, tuple[str, Mapping[str, Any]
         problems += [f"query field {_name(k)}" for k in info if k not in QUERY_FIELDS]
         problems += [f"query field {_name(k)} missing" for k in QUERY_FIELDS if k not in info]
         problems += [f"query field {_name(k)} is not a short string" for k, v in info.items() if not isinstance(v, str) or len(v) > 200]
-        if isinstance(info.get("modality"), str) and info["modality"] not in MODALITIES:
+        if isinstance(info.get("modality"), str) and info["modality"] not in NODE_KINDS:
             problems.append("query field 'modality' is not a known modality")
         return problems
     assert spec is not None, "train and evaluate replies are checked against a spec"
@@ -120,9 +141,7 @@ def _train_problems(arrays: Mapping[str, Any], metrics: Mapping[str, Any], spec:
         problems.append("delta outside (0, 1)")
     if not 0 <= float(metrics["released_classes"]) <= spec.n_classes:
         problems.append("released_classes outside [0, C]")
-    expected = {"prototypes": (spec.n_classes, spec.embed_dim), "counts": (spec.n_classes,)}
-    if spec.weight_shapes is not None:
-        expected |= {WEIGHT_PREFIX + k: tuple(s) for k, s in spec.weight_shapes.items()}
+    expected = spec.expected_arrays()
     problems += [f"array {_name(k)} is not in the documented message" for k in arrays if k not in expected]
     problems += [f"array {_name(k)} missing" for k in expected if k not in arrays]
     if problems:
@@ -133,7 +152,7 @@ def _train_problems(arrays: Mapping[str, Any], metrics: Mapping[str, Any], spec:
         if tuple(a.shape) != expected[k]:
             problems.append(f"array {_name(k)} has shape {tuple(a.shape)}, the message defines {expected[k]}")
             continue
-        if not k.startswith(WEIGHT_PREFIX) and any(s in spec.forbidden_sizes and s not in message_dims for s in a.shape):
+        if not _is_model(k) and any(s in spec.forbidden_sizes and s not in message_dims for s in a.shape):
             problems.append(f"array {_name(k)} has a dimension equal to a sample count")
         if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)) or np.any(np.abs(a) > MAX_SCALAR):
             problems.append(f"array {_name(k)} holds non-finite or unbounded values")
@@ -142,6 +161,11 @@ def _train_problems(arrays: Mapping[str, Any], metrics: Mapping[str, Any], spec:
         if np.any(counts < 0) or np.any(counts > spec.max_count):
             problems.append(f"array 'counts' outside [0, {spec.max_count:g}]")
     return problems
+
+
+def _is_model(name: str) -> bool:
+    """Model parameters: their shapes are the model's, whatever the site's sample counts happen to be."""
+    return WEIGHT_PREFIX in name or name.startswith(FUSION_PREFIX)
 
 
 def check_reply(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float], spec: ReplySpec, kind: str = "train") -> None:
@@ -214,3 +238,26 @@ def unpack_global(arrays: Mapping[str, np.ndarray], n_classes: int, embed_dim: i
         head=arrays.get("head"),
         weights=weights or None,
     )
+
+
+def pack_paired_global(globs: Mapping[str, GlobalState], fusion: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Server -> paired site: each modality's arrays under `<modality>.`, the averaged fusion head under `fusion.`."""
+    out = {f"{m}.{k}": v for m, g in globs.items() for k, v in pack_global(g).items()}
+    return out | {FUSION_PREFIX + k: np.asarray(v) for k, v in (fusion or {}).items()}
+
+
+def unpack_paired_global(arrays: Mapping[str, np.ndarray], n_classes: int, embed_dim: int,
+                         weight_shapes: Mapping[str, Mapping[str, tuple[int, ...]]] | None,
+                         fusion_shapes: Mapping[str, tuple[int, ...]] | None) -> tuple[dict[str, GlobalState], dict[str, np.ndarray] | None]:
+    """The paired broadcast, each part checked as `unpack_global` checks a single site's."""
+    unknown = [k for k in arrays if not k.startswith(FUSION_PREFIX) and k.partition(".")[0] not in MODALITIES]
+    if unknown:
+        raise BadRequest("global arrays outside the protocol")
+    globs = {m: unpack_global({k[len(m) + 1:]: v for k, v in arrays.items() if k.startswith(m + ".")}, n_classes, embed_dim,
+                              (weight_shapes or {}).get(m)) for m in MODALITIES}
+    fusion = {k[len(FUSION_PREFIX):]: v for k, v in arrays.items() if k.startswith(FUSION_PREFIX)}
+    if fusion and (fusion_shapes is None or {k: tuple(np.shape(v)) for k, v in fusion.items()} != dict(fusion_shapes)):
+        raise BadRequest("global fusion head does not match this site's")
+    if any(not np.all(np.isfinite(np.asarray(v, np.float64))) for v in fusion.values()):
+        raise BadRequest("global arrays hold non-finite values")
+    return globs, fusion or None

@@ -18,8 +18,9 @@ from shared.data.beats import BEAT_CHANNELS
 from shared.data.config import DataConfig, PreprocessConfig, SplitConfig
 from shared.errors import ConfigError, check_option
 from shared.models.encoder import EncoderConfig, weight_shapes
+from shared.models.fusion import FusionConfig, fusion_shapes
 from shared.privacy.config import PrivacyConfig
-from shared.protocol import ReplySpec
+from shared.protocol import MODALITIES, PAIRED, ReplySpec
 from shared.schema import build
 from shared.train_config import TrainConfig
 
@@ -60,9 +61,11 @@ class FederationConfig:
     client_threads: int = 0  # torch threads per ClientApp; 0 keeps torch's default
     pretrain_rounds: int = 0  # the first rounds train by dual-masked reconstruction under DP (federated pretraining)
     resume: bool = False  # continue the stopped run whose checkpoint is in results_dir (refused without it)
+    paired_as: str = "one"  # one: a paired folder (paired.yaml) is one node; two: its halves join as two sites
 
     def __post_init__(self) -> None:
         check_option("aggregator", self.aggregator, AGGREGATORS)
+        check_option("paired_as", self.paired_as, ("one", "two"))
         if self.rounds < 1 or self.min_sites < 1:
             raise ConfigError(f"{self.rounds=} and {self.min_sites=} must be at least 1")
         if not 0 <= self.pretrain_rounds < self.rounds:
@@ -98,6 +101,7 @@ class RunSettings:
     model: EncoderConfig
     train: TrainConfig
     privacy: PrivacyConfig
+    fusion: FusionConfig = FusionConfig()
     model_overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     train_overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -118,8 +122,17 @@ class RunSettings:
     def train_for(self, modality: str) -> TrainConfig:
         return dataclasses.replace(self.train, **dict(self.train_overrides.get(modality, {})))
 
+    def fusion_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        return fusion_shapes(self.model.embed_dim, len(self.data.vocabulary), self.fusion.kind) if self.fusion.enabled else None
+
     def reply_spec(self, modality: str) -> ReplySpec:
-        """What a site of `modality` may send in this run: the site's allow-list and the coordinator check the same spec."""
+        """What a node of `modality` (or `paired`) may send in this run: the site's allow-list and the coordinator check the same spec."""
+        if modality == PAIRED:
+            return ReplySpec(n_classes=len(self.data.vocabulary), embed_dim=self.model.embed_dim, paired=True,
+                             paired_weight_shapes={m: weight_shapes(self.model_for(m)) for m in MODALITIES}
+                             if self.federation.share_weights else None,
+                             fusion_shapes=self.fusion_shapes() if self.federation.share_weights else None,
+                             epsilon_budget=self.privacy.epsilon if self.privacy.enabled else None)
         return ReplySpec(n_classes=len(self.data.vocabulary), embed_dim=self.model.embed_dim,
                          weight_shapes=weight_shapes(self.model_for(modality)) if self.federation.share_weights else None,
                          epsilon_budget=self.privacy.epsilon if self.privacy.enabled else None)
@@ -136,7 +149,7 @@ class RunSettings:
 
     def to_flat(self) -> dict[str, Any]:
         flat: dict[str, Any] = {}
-        for name in ("federation", "align", "model", "train", "privacy"):
+        for name in ("federation", "align", "model", "train", "privacy", "fusion"):
             flat |= _flatten(name, getattr(self, name))
         for section, table in (("model", self.model_overrides), ("train", self.train_overrides)):
             for modality, values in table.items():
@@ -173,6 +186,7 @@ class RunSettings:
             model=_unflatten(EncoderConfig, "model", flat),
             train=_unflatten(TrainConfig, "train", flat),
             privacy=_unflatten(PrivacyConfig, "privacy", flat),
+            fusion=_unflatten(FusionConfig, "fusion", flat),
             model_overrides=overrides["model"], train_overrides=overrides["train"],
         )
 
@@ -180,14 +194,15 @@ class RunSettings:
     def default_keys() -> list[str]:
         keys = ["data.vocabulary"]
         for prefix, cls in (("federation", FederationConfig), ("align", AlignConfig), ("model", EncoderConfig),
-                            ("train", TrainConfig), ("privacy", PrivacyConfig), ("split", SplitConfig),
+                            ("train", TrainConfig), ("privacy", PrivacyConfig), ("fusion", FusionConfig), ("split", SplitConfig),
                             ("preprocess.eeg", PreprocessConfig), ("preprocess.ecg", PreprocessConfig)):
             keys += [f"{prefix}.{f.name}" for f in dataclasses.fields(cls)]
         return keys
 
     @classmethod
     def from_nested(cls, values: Mapping[str, Any]) -> RunSettings:
-        """From Hydra's composed config (plain containers): sections federation_run, alignment, data, model, training, privacy."""
+        """From Hydra's composed config (plain containers): sections federation_run, alignment, data, model, training,
+        privacy, and fusion (its defaults when absent)."""
         model, training = dict(values["model"]), dict(values["training"])
         model_by, train_by = model.pop("by_modality", None) or {}, training.pop("by_modality", None) or {}
         return cls(
@@ -197,6 +212,7 @@ class RunSettings:
             model=EncoderConfig.from_mapping(model),
             train=TrainConfig.from_mapping(training),
             privacy=PrivacyConfig.from_mapping(values["privacy"]),
+            fusion=FusionConfig.from_mapping(values.get("fusion") or {}),
             model_overrides={m: dict(v or {}) for m, v in model_by.items() if v},
             train_overrides={m: dict(v or {}) for m, v in train_by.items() if v},
         )

@@ -40,11 +40,11 @@ def sites_table(site_rows: list[dict], within: dict[str, dict[str, float]]) -> s
     for r in site_rows:
         total_bytes[r["site"]] = total_bytes.get(r["site"], 0) + r["bytes_sent"]
     rounds = max((r["round"] for r in site_rows), default=1)
-    head = f"{'site':16s} {'mod':4s} {'epsilon':>8s} {'budget':>7s} {'bytes/round':>12s} " + " ".join(f"{m:>9s}" for m in within)
+    head = f"{'site':16s} {'mod':6s} {'epsilon':>8s} {'budget':>7s} {'bytes/round':>12s} " + " ".join(f"{m:>9s}" for m in within)
     rows = [head, "-" * len(head)]
     for site, r in sorted(last.items()):
         accs = " ".join(_cell(within[m].get(site, float("nan")), 9) for m in within)
-        rows.append(f"{site:16s} {r['modality']:4s} {r['epsilon']:8.3f} {r['epsilon_budget']:7.3g} {total_bytes[site] / rounds:12.0f} {accs}")
+        rows.append(f"{site:16s} {r['modality']:6s} {r['epsilon']:8.3f} {r['epsilon_budget']:7.3g} {total_bytes[site] / rounds:12.0f} {accs}")
     return "\n".join(rows)
 
 

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from shared.data.config import SiteConfig
+from shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
 from shared.data.site import SiteData, federation_sites, load_federation_site
 from shared.data.synthetic.federation import MANIFEST, generate_federation
 from shared.privacy.policy import describe_unit
@@ -49,6 +50,16 @@ def quiet_libraries() -> None:
 def load_sites(root: Path, settings: RunSettings) -> list[SiteData]:
     return [load_federation_site(folder, SiteConfig.from_site_dir(folder), settings.data, settings.federation.cache_dir)
             for folder in tqdm(federation_sites(root), desc="loading sites", unit="site")]
+
+
+def mark_paired_folders(root: Path) -> None:
+    """Federations generated before paired sites joined as one node lack `paired.yaml`; write it from the manifest."""
+    import yaml
+
+    manifest = yaml.safe_load((root / MANIFEST).read_text()) or {}
+    for name, halves in (manifest.get("paired") or {}).items():
+        if not is_paired_dir(root / name) and all((root / h / "site.yaml").is_file() for h in halves.values()):
+            PairedSiteConfig(name, root / halves["eeg"], root / halves["ecg"]).write(root / name)
 
 
 def progress_printer(rounds: int):
@@ -93,6 +104,17 @@ def run_dp_baselines(kinds: list[str], settings: RunSettings, root: Path, cpus_p
             job.result()  # a failed baseline fails the run, with its own traceback
 
 
+def _fusion(paired: list[PairedSiteData], sites: list[SiteData], settings: RunSettings, out: Path, state):
+    if not paired or not settings.fusion.enabled:
+        return None
+    from server.strategy import write_csv
+    from simulations.fusion_eval import fusion_table
+
+    table = fusion_table(paired, sites, settings, out / "state", state)
+    write_csv(out / "fusion.csv", [{"strategy": r, **cols} for r, cols in table.rows.items()])
+    return table
+
+
 def simulate(cfg: DictConfig) -> dict:
     from server.strategy import ServerState, write_csv
     from simulations import report
@@ -116,14 +138,23 @@ def simulate(cfg: DictConfig) -> dict:
         settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, pretrained=template))
     elif cfg.pretraining.source != "none":
         raise SystemExit(f"pretraining.source={cfg.pretraining.source!r}: use public or none")
+    mark_paired_folders(root)
     sites = load_sites(root, settings)
-    settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(sites)))
+    nodes = federation_nodes(root, settings.federation.paired_as == "one")
+    paired = [load_paired_site(n, settings.data, settings.federation.cache_dir) for n in nodes if is_paired_dir(n)]
+    settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(nodes)))
     n_classes = len(settings.data.vocabulary)
-    print(f"FedXAlign: {len(sites)} sites ({sum(d.site.modality == 'eeg' for d in sites)} EEG, "
-          f"{sum(d.site.modality == 'ecg' for d in sites)} ECG), {settings.federation.rounds} rounds, "
+    singles = [d for d in sites if not any(d.site.name.startswith(p.name + "/") for p in paired)]
+    print(f"FedXAlign: {len(nodes)} sites ({sum(d.site.modality == 'eeg' for d in singles)} EEG, "
+          f"{sum(d.site.modality == 'ecg' for d in singles)} ECG, {len(paired)} paired EEG+ECG as one node each"
+          f"{'' if paired else ' (paired folders split in two)' if settings.federation.paired_as == 'two' else ''}), "
+          f"{settings.federation.rounds} rounds, "
           f"privacy {'epsilon ' + format(settings.privacy.epsilon, 'g') if settings.privacy.enabled else 'off'} per site", flush=True)
+    for p in paired:
+        print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "
+              f"({len(p.eeg.y)} EEG, {len(p.ecg.y)} ECG windows); the pair is its privacy unit", flush=True)
     t_fed = time.time()
-    run_flower(settings, len(sites), cfg.num_cpus_per_client)
+    run_flower(settings, len(nodes), cfg.num_cpus_per_client)
     fed_wall = time.time() - t_fed
     state = ServerState.load(out / "checkpoint.npz")
     embs = {"fedxalign": from_states(sites, settings, out / "state", state)}
@@ -151,6 +182,7 @@ def simulate(cfg: DictConfig) -> dict:
         report.plot_embeddings(embs["fedxalign"], settings.data.vocabulary, out / "embeddings_fedxalign.png", "FedXAlign: EEG and ECG test embeddings")
         if "fedavg" in embs:
             report.plot_embeddings(embs["fedavg"], settings.data.vocabulary, out / "embeddings_fedavg.png", "FedAvg without alignment")
+    fusion = _fusion(paired, sites, settings, out, state)
     budget_ok = all(r["epsilon"] <= r["epsilon_budget"] + 1e-9 for r in site_rows)
     summary = {
         "methods": methods, "rounds": rounds, "federated_wall_s": fed_wall, "total_wall_s": time.time() - t0,
@@ -158,6 +190,7 @@ def simulate(cfg: DictConfig) -> dict:
         "epsilon_within_budget": budget_ok, "results_dir": str(out),
         "transfer_vs_central": {k: (m["eeg_to_ecg"] + m["ecg_to_eeg"]) / max(1e-9, (methods["central"]["eeg_to_ecg"] + methods["central"]["ecg_to_eeg"]))
                                 for k, m in methods.items() if k != "features"} if "central" in methods else {},
+        "fusion": {"rows": fusion.rows, "targets": fusion.targets(), "test_pairs": fusion.n_pairs} if fusion else None,
         "reference": {"best_epoch": reference.best_epoch, "epochs_run": reference.epochs_run,
                       "val_balanced_accuracy": reference.val_balanced_accuracy} if reference else None,
     }
@@ -170,6 +203,18 @@ def simulate(cfg: DictConfig) -> dict:
         print(f"centralised reference: best validation epoch {reference.best_epoch} of {reference.epochs_run} run "
               f"(early stopping, patience {cfg.reference.patience}); FedXAlign transfer = "
               f"{summary['transfer_vs_central']['fedxalign']:.2f} of it")
+    if fusion:
+        from simulations.fusion_eval import format_table
+
+        t = fusion.targets()
+        print()
+        print(f"fusion at paired sites ({fusion.n_pairs} held-out test pairs) and on single-modality sites, "
+              "balanced accuracy by missing-modality strategy:")
+        print(format_table(fusion))
+        print(f"fusion (both) minus the better single modality: {t['fusion_both_minus_best_single']:+.3f} (concat decoder), "
+              f"{t['masked_both_minus_best_single']:+.3f} (masked); learnt masking keeps {t['masked_kept_eeg_only']:.2f} (EEG only) "
+              f"and {t['masked_kept_ecg_only']:.2f} (ECG only) of the encoder alone, and beats zero imputation by "
+              f"{t['masked_minus_zero_eeg_only']:+.3f} / {t['masked_minus_zero_ecg_only']:+.3f}")
     print()
     print("per site (final round): spent epsilon, bytes sent per round, within-site balanced accuracy (probe) per method:")
     print(report.sites_table(site_rows, probes))

@@ -57,3 +57,25 @@ def eeg_site_data(tmp_path_factory, data_cfg):
     generate_federation(spec, root, progress=False)
     site = SiteConfig.from_site_dir(root / "eeg_train")
     return load_site(root / "eeg_train", site, data_cfg.preprocess["eeg"], data_cfg.vocabulary, progress=False)
+
+
+PAIRED_SPEC = {"seed": 3, "paired": [{"name": "psg", "eeg": {"format": "edf", "sfreq": 100, "channels": ["C4-M1", "O2-M1"],
+                                                          "n_subjects": 4, "hours_per_record": 0.15},
+                                      "ecg": {"format": "wfdb", "sfreq": 200, "channels": ["ECG"]}}]}
+
+
+@pytest.fixture(scope="session")
+def paired_folder(tmp_path_factory) -> Path:
+    """A generated paired site (EEG + ECG of the same 4 subjects, 9 min each), as its folder with paired.yaml."""
+    from shared.data.synthetic.federation import FederationSpec
+
+    root = tmp_path_factory.mktemp("paired")
+    generate_federation(FederationSpec.from_mapping(PAIRED_SPEC), root, progress=False)
+    return root / "psg"
+
+
+@pytest.fixture(scope="session")
+def paired_data(paired_folder, data_cfg):
+    from shared.data.paired import load_paired_site
+
+    return load_paired_site(paired_folder, data_cfg)

@@ -13,6 +13,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from shared.data.config import SiteConfig
+from shared.data.paired import PairedSiteConfig
 from shared.data.synthetic.ecg import simulate_ecg
 from shared.data.synthetic.eeg import simulate_eeg
 from shared.data.synthetic.states import STAGES, Subject, draw_hypnogram, draw_latent, draw_subject
@@ -242,6 +243,8 @@ def generate_federation(spec: FederationSpec, out_dir: str | Path, overwrite: bo
                                   np.random.default_rng([spec.seed, k, i, night, s.modality == "ecg"]))
                     bar.update(1)
     bar.close()
+    for p in spec.paired:  # one node at the site: both halves under one folder with its paired.yaml
+        PairedSiteConfig(p.name, folders[p.eeg.name], folders[p.ecg.name]).write(out / p.name)
     manifest = {
         "vocabulary": list(STAGES),
         "sites": {name: {"folder": str(p.relative_to(out)), "modality": next(s.modality for _, ss in jobs for s in ss if s.name == name)}

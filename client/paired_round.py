@@ -1,0 +1,186 @@
+"""One round at a paired site (EEG and ECG of the same epochs): one node, one ledger, one budget.
+
+Both encoders and the fusion head train in ONE DP-SGD run whose unit is the pair (the EEG
+and ECG windows of one 30-s epoch): Poisson sampling draws pairs, and each pair's loss (both
+prototype terms, the sample-level contrastive term, the fusion decoders and reconstruction)
+depends on that pair and on the server's public broadcast alone, so clipping each pair's
+gradient bounds it. The round ends in one joint release of both modalities' prototypes and
+their shared count (`shared.privacy.release.release_joint`). State lives in the site's own
+folder as for a single-modality site, with one encoder file per modality and the fusion head.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from client.site_round import (FUSION_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, SiteReply, reply_path, cached_reply,
+                               load_encoder, local_anchors, open_ledger, request_key, site_seed)
+from client.training import BatchLoss, dp_train, embed, project
+from shared.atomic_files import write_npz
+from shared.data.paired import MODALITIES, PairedSiteData
+from shared.device import pick_device
+from shared.errors import ConfigError
+from shared.losses import orthogonality, paired_contrastive, prototype_loss
+from shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
+from shared.models.fusion import FusionConfig, FusionHead, build_fusion, draw_dropout, fusion_shapes
+from shared.privacy.config import PrivacyConfig
+from shared.privacy.ledger import BudgetExceeded
+from shared.privacy.policy import PolicyRefusal
+from shared.privacy.randomness import secure_torch_generator
+from shared.privacy.release import effective_release_sigma, release_joint
+from shared.protocol import FUSION_PREFIX, WEIGHT_PREFIX, GlobalState, ReplySpec, check_reply, pack_paired_global
+from shared.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class PairedModel(nn.Module):
+    """The paired site's trainable whole: `eeg`, `ecg` encoders and the `fusion` head (None when the run does not fuse)."""
+
+    def __init__(self, eeg: CrissCrossEncoder, ecg: CrissCrossEncoder, fusion: FusionHead | None) -> None:
+        super().__init__()
+        self.eeg, self.ecg, self.fusion = eeg, ecg, fusion
+
+    def forward(self, x_eeg: torch.Tensor, x_ecg: torch.Tensor):
+        return self.eeg(x_eeg, return_features=True), self.ecg(x_ecg, return_features=True)
+
+
+def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor], heads: Mapping[str, torch.Tensor | None],
+                train_cfg: TrainConfig, fusion_cfg: FusionConfig, sample_level: bool,
+                generator: torch.Generator | None = None) -> BatchLoss:
+    """The per-pair objective; `sample_level` adds the contrastive pull of each pair once the server's anchors exist.
+
+    Modality dropout for the masked decoder is drawn per pair (from `generator`): it needs no
+    secrecy, and one pair's draw never touches another's loss.
+    """
+    both = present["eeg"] & present["ecg"]
+
+    def loss(module: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        x_eeg, x_ecg, y = batch
+        (re, se, _), (rc, sc, _) = module(x_eeg, x_ecg)
+        ze, zc = project(re, heads["eeg"]), project(rc, heads["ecg"])
+        total = prototype_loss(ze, y, anchors["eeg"], train_cfg.tau, present["eeg"], train_cfg.pull_weight) \
+            + prototype_loss(zc, y, anchors["ecg"], train_cfg.tau, present["ecg"], train_cfg.pull_weight)
+        for raw, spec in ((re, se), (rc, sc)):
+            if spec is not None:
+                total = total + train_cfg.orth_weight * orthogonality(raw, spec)
+        if sample_level and fusion_cfg.pair_weight > 0:
+            total = total + fusion_cfg.pair_weight * paired_contrastive(ze, zc, y, anchors["eeg"], anchors["ecg"], fusion_cfg.tau, both)
+        fusion = getattr(module, "_module", module).fusion
+        if fusion is not None:
+            drop = draw_dropout(len(y), fusion_cfg.modality_dropout, generator, y.device)
+            total = total + fusion_cfg.fusion_weight * fusion.loss(ze.detach(), zc.detach(), y, drop)
+        return total
+
+    return loss
+
+
+def load_fusion(state_dir: Path, site_name: str, dim: int, n_classes: int, cfg: FusionConfig,
+                weights: Mapping[str, np.ndarray] | None) -> FusionHead:
+    """The server's averaged fusion head wins; else the site's own last one; else a fresh, seeded one."""
+    head = build_fusion(dim, n_classes, cfg.kind, site_seed(site_name + "/fusion"))
+    if weights is not None:
+        head.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    elif (state_dir / FUSION_FILE).is_file():
+        head.load_state_dict(torch.load(state_dir / FUSION_FILE, weights_only=True))
+    return head
+
+
+def _finite(module: nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in module.state_dict().values())
+
+
+def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: Mapping[str, EncoderConfig],
+                       train_cfg: TrainConfig, privacy_cfg: PrivacyConfig, fusion_cfg: FusionConfig,
+                       globs: Mapping[str, GlobalState], fusion_weights: Mapping[str, np.ndarray] | None = None,
+                       share_weights: bool = False, report_train_loss: bool = False, round_no: int = 0,
+                       rng: np.random.Generator | None = None, max_releases: int | None = None,
+                       objective: str = "prototypes") -> SiteReply:
+    """As `client.site_round.train_round`, for both modalities of the pairs at once; returns the checked reply.
+
+    Before the server has sent anchors each modality trains against the same modality-seeded
+    anchors as single-modality sites do, and the sample-level term waits for the server's.
+    """
+    if objective != "prototypes":
+        raise ConfigError("federated pretraining rounds are not built for paired sites; run them with federation.paired_as=two")
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    sent = pack_paired_global(globs, fusion_weights)
+    key = request_key(round_no, sent, dict(model_cfgs), train_cfg, privacy_cfg, fusion_cfg, share_weights, report_train_loss)
+    replay = cached_reply(state_dir, round_no, key)
+    if replay is not None:
+        log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", data.name, round_no)
+        return replay
+    n_classes, dim = len(data.vocabulary), model_cfgs["eeg"].embed_dim
+    ledger = open_ledger(state_dir, privacy_cfg)
+    if max_releases is not None and ledger.counts.get("prototype_release", 0) >= max_releases:
+        raise PolicyRefusal("max_rounds", "the site has taken part in as many rounds as its policy allows")
+    anchors = {m: g.anchors if g.anchors is not None else local_anchors(m, n_classes, dim) for m, g in globs.items()}
+    present = {m: g.present if g.present is not None else np.ones(n_classes, bool) for m, g in globs.items()}
+    write_npz(state_dir / LAST_GLOBAL_FILE, pack_paired_global(
+        {m: GlobalState(anchors[m], present[m], globs[m].head) for m in MODALITIES}, None))
+    encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", globs[m].weights, PAIRED_ENCODER_FILES[m])
+                for m in MODALITIES}
+    fusion = load_fusion(state_dir, data.name, dim, n_classes, fusion_cfg, fusion_weights) if fusion_cfg.enabled else None
+    for enc in encoders.values():
+        set_trainable(enc, train_cfg.trainable, train_cfg.top_layers)
+    model = PairedModel(encoders["eeg"], encoders["ecg"], fusion)
+    train = data.dataset("train")
+    heads = {m: torch.from_numpy(np.asarray(g.head, np.float32)) if g.head is not None else None for m, g in globs.items()}
+    release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier, parts=2)
+    report, protos, counts = None, [np.zeros((n_classes, dim), np.float32)] * 2, np.zeros(n_classes, np.float32)
+    if not privacy_cfg.enabled or ledger.can_afford([(release_sigma, 1.0, 1)]):
+        device = pick_device(train_cfg.device)
+        loss = paired_loss({m: torch.from_numpy(a).to(device) for m, a in anchors.items()},
+                           {m: torch.from_numpy(p).to(device) for m, p in present.items()},
+                           {m: h.to(device) if h is not None else None for m, h in heads.items()}, train_cfg, fusion_cfg,
+                           sample_level=all(g.anchors is not None for g in globs.values()), generator=secure_torch_generator())
+        try:
+            report = dp_train(model, train, torch.from_numpy(anchors["eeg"]), torch.from_numpy(present["eeg"]), train_cfg,
+                              privacy_cfg, ledger, round_no=round_no, batch_loss=loss, release_sigma=release_sigma)
+        except BudgetExceeded as err:
+            log.warning("site %s: %s", data.name, err)
+        if _finite(model):
+            for m, enc in encoders.items():
+                torch.save(enc.state_dict(), state_dir / PAIRED_ENCODER_FILES[m])
+            if fusion is not None:
+                torch.save(fusion.state_dict(), state_dir / FUSION_FILE)
+        else:  # a diverged step must not replace the last good encoders
+            log.error("site %s: training gave non-finite weights; keeping the previous encoders", data.name)
+            encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", None, PAIRED_ENCODER_FILES[m]) for m in MODALITIES}
+            fusion = load_fusion(state_dir, data.name, dim, n_classes, fusion_cfg, None) if fusion is not None else None
+        try:
+            protos, counts = release_joint([embed(encoders["eeg"], train.x_eeg, heads["eeg"]), embed(encoders["ecg"], train.x_ecg, heads["ecg"])],
+                                           train.y.numpy(), n_classes, privacy_cfg.proto_clip, privacy_cfg.proto_noise_multiplier,
+                                           privacy_cfg.min_count, rng, ledger if privacy_cfg.enabled else None,
+                                           subjects=train.subject if privacy_cfg.unit == "subject" else None, round_no=round_no)
+        except BudgetExceeded as err:
+            log.warning("site %s: prototype release refused: %s", data.name, err)
+    else:
+        log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
+                    data.name, ledger.epsilon(), privacy_cfg.epsilon)
+    arrays = {"eeg.prototypes": protos[0], "ecg.prototypes": protos[1], "counts": counts}
+    if share_weights:
+        arrays |= {f"{m}.{WEIGHT_PREFIX}{k}": v.detach().numpy().copy() for m, enc in encoders.items() for k, v in enc.state_dict().items()}
+        if fusion is not None:
+            arrays |= {FUSION_PREFIX + k: v.detach().numpy().copy() for k, v in fusion.state_dict().items()}
+    metrics = {"epsilon": ledger.epsilon(), "delta": privacy_cfg.delta,
+               "epsilon_budget": privacy_cfg.epsilon if privacy_cfg.enabled else float("inf"),
+               "released_classes": float((counts > 0).sum())}
+    if report_train_loss and report is not None and np.isfinite(report.mean_loss):
+        metrics["train_loss"] = report.mean_loss
+    sizes = {int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y), len(data.eeg.y), len(data.ecg.y)}
+    spec = ReplySpec(n_classes=n_classes, embed_dim=dim, paired=True, forbidden_sizes=frozenset(sizes),
+                     paired_weight_shapes={m: weight_shapes(model_cfgs[m]) for m in MODALITIES} if share_weights else None,
+                     fusion_shapes=fusion_shapes(dim, n_classes, fusion_cfg.kind) if share_weights and fusion is not None else None,
+                     epsilon_budget=privacy_cfg.epsilon if privacy_cfg.enabled else None)
+    check_reply(arrays, metrics, spec)
+    if round_no > 0:
+        write_npz(reply_path(state_dir, round_no, key), arrays, metrics)
+    return SiteReply(arrays, metrics, report)

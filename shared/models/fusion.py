@@ -1,0 +1,158 @@
+"""Fusion of the EEG and ECG embeddings (in the shared space) into one stage prediction, and what to do when one is missing.
+
+Trained at paired sites under DP-SGD, averaged across paired sites. Every part sees one pair at
+a time, so per-pair clipping bounds it. Parts:
+  `decoder`   classifier over [z_eeg, z_ecg] (`kind`: `concat`, a linear layer over the
+              concatenation, as the fusion paper; or `gated`, a learnt per-pair weight between
+              the two embeddings before a linear layer), trained on complete pairs;
+  `masked`    the same architecture trained with random modality dropout (PhysioOmni): a
+              dropped embedding is replaced by a learnt mask token of its modality;
+  `eeg_from_ecg`, `ecg_from_eeg`  linear maps that predict one modality's embedding from the other's.
+The four strategies for a missing modality at test time (STRATEGIES) use these parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.errors import ConfigError, check_option
+from shared.schema import build
+
+KINDS = ("concat", "gated")
+STRATEGIES = ("zero", "mean", "reconstruct", "masked")
+CONDITIONS = ("both", "eeg", "ecg")  # which modalities are present
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """`modality_dropout`: chance that the masked decoder's training drops each modality (never both)."""
+
+    enabled: bool = True
+    kind: str = "concat"
+    modality_dropout: float = 0.3
+    pair_weight: float = 1.0  # the sample-level contrastive term at paired sites
+    fusion_weight: float = 1.0  # the decoders' cross-entropy and the reconstruction MSE
+    tau: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_option("fusion kind", self.kind, KINDS)
+        if not 0 <= self.modality_dropout <= 0.5:
+            raise ConfigError(f"{self.modality_dropout=} must lie in [0, 0.5] (each modality; never both dropped)")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> FusionConfig:
+        return build(cls, values, "fusion")
+
+
+class MaskToken(nn.Module):
+    """A learnt vector that stands in for a missing modality's embedding.
+
+    Held in a one-row Embedding (not a bare Parameter) so Opacus computes its per-sample gradient
+    with its own Embedding sampler.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.token = nn.Embedding(1, dim)
+        nn.init.zeros_(self.token.weight)
+
+    def forward(self, z: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+        tok = self.token(torch.zeros(len(z), dtype=torch.long, device=z.device))
+        return torch.where(missing.unsqueeze(-1), tok, z)
+
+
+class Gate(nn.Module):
+    """Per-pair weight g in (0, 1): fused = g * z_eeg + (1 - g) * z_ecg."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(2 * dim, 1)
+
+    def forward(self, ze: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.score(torch.cat([ze, zc], -1)))
+        return g * ze + (1 - g) * zc
+
+
+class Decoder(nn.Module):
+    def __init__(self, dim: int, n_classes: int, kind: str) -> None:
+        super().__init__()
+        self.gate = Gate(dim) if kind == "gated" else None
+        self.out = nn.Linear(dim if kind == "gated" else 2 * dim, n_classes)
+
+    def forward(self, ze: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
+        return self.out(self.gate(ze, zc) if self.gate is not None else torch.cat([ze, zc], -1))
+
+
+class FusionHead(nn.Module):
+    def __init__(self, dim: int, n_classes: int, kind: str = "concat") -> None:
+        super().__init__()
+        check_option("fusion kind", kind, KINDS)
+        self.decoder = Decoder(dim, n_classes, kind)
+        self.masked = Decoder(dim, n_classes, kind)
+        self.mask_eeg, self.mask_ecg = MaskToken(dim), MaskToken(dim)
+        self.eeg_from_ecg = nn.Linear(dim, dim)
+        self.ecg_from_eeg = nn.Linear(dim, dim)
+
+    def loss(self, ze: torch.Tensor, zc: torch.Tensor, y: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """Per pair: decoder CE on the pair, masked-decoder CE with `drop` (B, 2: EEG, ECG dropped), both reconstruction MSEs.
+
+        The embeddings come in detached: the decoders read the shared space, they do not reshape it.
+        """
+        ce = F.cross_entropy(self.decoder(ze, zc), y)
+        ce_masked = F.cross_entropy(self.masked(self.mask_eeg(ze, drop[:, 0]), self.mask_ecg(zc, drop[:, 1])), y)
+        recon = (self.ecg_from_eeg(ze) - zc).pow(2).sum(-1).mean() + (self.eeg_from_ecg(zc) - ze).pow(2).sum(-1).mean()
+        return ce + ce_masked + recon
+
+    @torch.no_grad()
+    def predict(self, ze: torch.Tensor | None, zc: torch.Tensor | None, strategy: str,
+                mean_eeg: torch.Tensor | None = None, mean_ecg: torch.Tensor | None = None) -> np.ndarray:
+        """Class scores (n, C) with either embedding possibly None (missing), filled in by `strategy`."""
+        check_option("missing-modality strategy", strategy, STRATEGIES)
+        if ze is None and zc is None:
+            raise ValueError("at least one modality must be present")
+        n = len(ze if ze is not None else zc)
+        if strategy == "masked":
+            miss_e, miss_c = torch.full((n,), ze is None), torch.full((n,), zc is None)
+            ze_, zc_ = (ze if ze is not None else torch.zeros_like(zc)), (zc if zc is not None else torch.zeros_like(ze))
+            return self.masked(self.mask_eeg(ze_, miss_e), self.mask_ecg(zc_, miss_c)).numpy()
+        if ze is None:
+            ze = _fill(zc, strategy, mean_eeg, self.eeg_from_ecg)
+        if zc is None:
+            zc = _fill(ze, strategy, mean_ecg, self.ecg_from_eeg)
+        return self.decoder(ze, zc).numpy()
+
+
+def _fill(present: torch.Tensor, strategy: str, mean: torch.Tensor | None, reconstruct: nn.Module) -> torch.Tensor:
+    if strategy == "zero":
+        return torch.zeros_like(present)
+    if strategy == "mean":
+        if mean is None:
+            raise ValueError("mean imputation needs the missing modality's mean embedding")
+        return mean.to(present.dtype).expand_as(present)
+    return reconstruct(present)
+
+
+def draw_dropout(n: int, p: float, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, 2) bool: each pair drops EEG with chance p, else ECG with chance p / (1 - p), never both.
+
+    Drawn per pair, so each pair's loss still depends on that pair alone.
+    """
+    u = torch.rand(n, generator=generator).to(device)
+    return torch.stack([u < p, (u >= p) & (u < 2 * p)], dim=1)
+
+
+def build_fusion(dim: int, n_classes: int, kind: str, seed: int) -> FusionHead:
+    """A freshly initialised fusion head, reproducible from `seed` without touching torch's global generator."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FusionHead(dim, n_classes, kind)
+
+
+def fusion_shapes(dim: int, n_classes: int, kind: str) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in FusionHead(dim, n_classes, kind).state_dict().items()}

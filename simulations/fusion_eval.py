@@ -1,0 +1,113 @@
+"""The fusion table: each missing-modality strategy on held-out subjects, with both modalities, EEG only and ECG only.
+
+Paired sites' test pairs give the three conditions; the single-modality sites' test windows
+are "missing" the other modality by construction (columns `EEG sites`, `ECG sites`). The row
+`encoder alone` is the federation's own single-modality prediction (nearest class anchor),
+the bar that fusion with both must beat and that learnt masking must keep 95% of.
+Everything is scored on the model the run ends with: the server's averaged encoders, heads
+and fusion head (a site's own when the run shares no weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from client.node import state_dir
+from client.paired_round import load_fusion
+from client.site_round import PAIRED_ENCODER_FILES, load_encoder
+from client.training import embed
+from server.strategy import ServerState
+from shared.data.paired import MODALITIES, PairedSiteData
+from shared.data.site import SiteData
+from shared.models.fusion import CONDITIONS, STRATEGIES, FusionHead
+from shared.runconfig import RunSettings
+from simulations.evaluate import balanced_accuracy
+
+COLUMNS = (("both", "both"), ("eeg", "EEG only"), ("ecg", "ECG only"), ("eeg_sites", "EEG sites"), ("ecg_sites", "ECG sites"))
+ALONE = "encoder alone"
+
+
+@dataclass
+class FusionTable:
+    rows: dict[str, dict[str, float]]  # strategy (or ALONE) -> column -> balanced accuracy
+    n_pairs: int  # held-out test pairs scored
+
+    def targets(self) -> dict[str, float]:
+        """The issue's targets as measured ratios/differences (report them whatever they are)."""
+        alone, masked, zero = self.rows[ALONE], self.rows["masked"], self.rows["zero"]
+        best_single = max(alone["eeg"], alone["ecg"])
+        kept = lambda m: masked[m] / alone[m] if alone[m] > 0 else float("nan")  # noqa: E731
+        return {"fusion_both_minus_best_single": self.rows["zero"]["both"] - best_single,
+                "masked_both_minus_best_single": masked["both"] - best_single,
+                "masked_kept_eeg_only": kept("eeg"), "masked_kept_ecg_only": kept("ecg"),
+                "masked_minus_zero_eeg_only": masked["eeg"] - zero["eeg"],
+                "masked_minus_zero_ecg_only": masked["ecg"] - zero["ecg"]}
+
+
+def _nearest_anchor(z: np.ndarray, y: np.ndarray, anchors: np.ndarray, present: np.ndarray) -> float:
+    scores = z @ (anchors / np.linalg.norm(anchors, axis=1, keepdims=True)).T
+    scores[:, ~present] = -np.inf
+    return balanced_accuracy(y, scores.argmax(1))
+
+
+def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: RunSettings, state_root: Path,
+                 server: ServerState) -> FusionTable:
+    dim, n_classes = settings.model.embed_dim, len(settings.data.vocabulary)
+    heads = {m: torch.from_numpy(server.heads[m]) if m in server.heads else None for m in MODALITIES}
+    means = {m: torch.from_numpy(server.anchors[m][server.present[m]].mean(0)).float() for m in MODALITIES}
+    anchors = {m: (server.anchors[m], server.present[m]) for m in MODALITIES}
+    rows: dict[str, dict[str, list[float]]] = {r: {c: [] for c, _ in COLUMNS} for r in (*STRATEGIES, ALONE)}
+    n_pairs = 0
+    for p in paired:
+        folder = state_dir(state_root, p.name)
+        enc = {m: load_encoder(folder, settings.model_for(m), f"{p.name}/{m}", server.weights.get(m), PAIRED_ENCODER_FILES[m])
+               for m in MODALITIES}
+        fusion = load_fusion(folder, p.name, dim, n_classes, settings.fusion, server.fusion or None)
+        test = p.dataset("test")
+        y = test.y.numpy()
+        n_pairs += len(y)
+        z = {"eeg": torch.from_numpy(embed(enc["eeg"], test.x_eeg, heads["eeg"])),
+             "ecg": torch.from_numpy(embed(enc["ecg"], test.x_ecg, heads["ecg"]))}
+        for strategy in STRATEGIES:
+            for cond in CONDITIONS:
+                ze, zc = (z["eeg"] if cond != "ecg" else None), (z["ecg"] if cond != "eeg" else None)
+                pred = fusion.predict(ze, zc, strategy, means["eeg"], means["ecg"]).argmax(1)
+                rows[strategy][cond].append(balanced_accuracy(y, pred))
+        for m in MODALITIES:
+            rows[ALONE][m].append(_nearest_anchor(z[m].numpy(), y, *anchors[m]))
+    site_fusion = _server_fusion(server, settings, paired, state_root)
+    for d in sites:
+        m = d.site.modality
+        test = d.dataset("test")
+        if not len(test) or d.site.name.split("/")[0] in {p.name for p in paired}:
+            continue  # a paired site's halves are scored above, as pairs
+        model = load_encoder(state_dir(state_root, d.site.name), settings.model_for(m), d.site.name, server.weights.get(m))
+        zm = torch.from_numpy(embed(model, test.x, heads[m]))
+        y = test.y.numpy()
+        for strategy in STRATEGIES:
+            pred = site_fusion.predict(zm if m == "eeg" else None, zm if m == "ecg" else None, strategy, means["eeg"], means["ecg"]).argmax(1)
+            rows[strategy][f"{m}_sites"].append(balanced_accuracy(y, pred))
+        rows[ALONE][f"{m}_sites"].append(_nearest_anchor(zm.numpy(), y, *anchors[m]))
+    return FusionTable({r: {c: float(np.mean(v)) if v else float("nan") for c, v in cols.items()} for r, cols in rows.items()}, n_pairs)
+
+
+def _server_fusion(server: ServerState, settings: RunSettings, paired: list[PairedSiteData], state_root: Path) -> FusionHead:
+    """The head single-modality sites would download: the server's average, else the first paired site's own."""
+    first = paired[0].name
+    return load_fusion(state_dir(state_root, first), first, settings.model.embed_dim, len(settings.data.vocabulary),
+                       settings.fusion, server.fusion or None)
+
+
+def format_table(t: FusionTable) -> str:
+    head = f"{'strategy for a missing modality':34s} " + " ".join(f"{label:>10s}" for _, label in COLUMNS)
+    lines = [head, "-" * len(head)]
+    labels = {"zero": "1 zero imputation", "mean": "2 mean imputation (global anchors)",
+              "reconstruct": "3 cross-modal reconstruction", "masked": "4 learnt masking (modality dropout)",
+              ALONE: "single-modality encoder (anchor)"}
+    for r, cols in t.rows.items():
+        lines.append(f"{labels[r]:34s} " + " ".join(f"{cols[c]:10.3f}" if cols[c] == cols[c] else f"{'-':>10s}" for c, _ in COLUMNS))
+    return "\n".join(lines)
