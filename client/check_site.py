@@ -1,4 +1,8 @@
-"""`fedxalign-check-site SITE_DIR`: read a site's data before it joins; sends nothing."""
+"""`fedxalign-check-site SITE_DIR`: read a site's data before it joins; sends nothing.
+
+A folder with `paired.yaml` (EEG and ECG of the same epochs) is checked as a paired site:
+each half as a site, then how many epochs pair and which record pairs are refused.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from shared.data.config import DataConfig, SiteConfig, check_label_map
-from shared.data.site_check import check_site, format_report
+from shared.data.paired import is_paired_dir
+from shared.data.site_check import check_paired_site, check_site, format_paired_report, format_report
 from shared.errors import ConfigError
 from shared.privacy.policy import SitePolicy
 
@@ -34,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     """Exit 0 when the site is usable, 1 when it is not, 2 on a settings error."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet or args.json else logging.WARNING, format="%(levelname)s %(message)s")
+    if is_paired_dir(args.site_dir):
+        return _check_paired(args)
     try:
         site = SiteConfig.from_mapping(yaml.safe_load(args.site_config.read_text())) if args.site_config else SiteConfig.from_site_dir(args.site_dir)
         data_cfg = DataConfig.from_mapping(yaml.safe_load(args.data_config.read_text()))
@@ -49,6 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0 if report.usable else 1
+
+
+def _check_paired(args: argparse.Namespace) -> int:
+    try:
+        if args.site_config:
+            raise ConfigError(f"{args.site_dir} is a paired site: its halves' own site.yaml files configure it, not --site-config")
+        data_cfg = DataConfig.from_mapping(yaml.safe_load(args.data_config.read_text()))
+        policy = SitePolicy.load(args.site_dir, args.policy, named="--policy")
+        report = check_paired_site(args.site_dir, data_cfg, progress=not (args.quiet or args.json), policy=policy)
+    except (ConfigError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_paired_report(report))
     return 0 if report.usable else 1
 
 

@@ -21,7 +21,7 @@ from client.training import embed
 from shared.data.paired import MODALITIES, PairedSiteData
 from shared.data.site import SiteData
 from shared.models.encoder import EncoderConfig
-from shared.models.fusion import FusionConfig
+from shared.models.fusion import FusionConfig, anchor_scores
 
 
 def evaluate_site(data: SiteData, state_dir: Path, model_cfg: EncoderConfig, split: str = "test",
@@ -57,9 +57,10 @@ def evaluate_paired(data: PairedSiteData, state_dir: Path, model_cfgs: Mapping[s
         return {}
     with np.load(state_dir / LAST_GLOBAL_FILE) as npz:
         heads = {m: torch.from_numpy(npz[f"{m}.head"]) if f"{m}.head" in npz.files else None for m in MODALITIES}
+        anchors = {m: (torch.from_numpy(npz[f"{m}.anchors"]), torch.from_numpy(npz[f"{m}.present"] > 0)) for m in MODALITIES}
     ds = data.dataset(split)
-    z = {m: torch.from_numpy(embed(load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", None, PAIRED_ENCODER_FILES[m]),
-                                   ds.x_eeg if m == "eeg" else ds.x_ecg, heads[m])) for m in MODALITIES}
-    fusion = load_fusion(state_dir, data.name, model_cfgs["eeg"].embed_dim, len(data.vocabulary), fusion_cfg, None)
-    pred, y = fusion.predict(z["eeg"], z["ecg"], "masked").argmax(1), ds.y.numpy()
+    s = {m: anchor_scores(torch.from_numpy(embed(load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", None, PAIRED_ENCODER_FILES[m]),
+                                                 ds.x_eeg if m == "eeg" else ds.x_ecg, heads[m])), *anchors[m]) for m in MODALITIES}
+    fusion = load_fusion(state_dir, data.name, len(data.vocabulary), fusion_cfg, None)
+    pred, y = fusion.predict(s["eeg"], s["ecg"], "masked").argmax(1), ds.y.numpy()
     return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(balanced_accuracy_score(y, pred))}

@@ -28,7 +28,7 @@ from shared.device import pick_device
 from shared.errors import ConfigError
 from shared.losses import orthogonality, paired_contrastive, prototype_loss
 from shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
-from shared.models.fusion import FusionConfig, FusionHead, build_fusion, draw_dropout, fusion_shapes
+from shared.models.fusion import FusionConfig, FusionHead, anchor_scores, build_fusion, draw_dropout, fusion_shapes
 from shared.privacy.config import PrivacyConfig
 from shared.privacy.ledger import BudgetExceeded
 from shared.privacy.policy import PolicyRefusal
@@ -75,16 +75,17 @@ def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch
         fusion = getattr(module, "_module", module).fusion
         if fusion is not None:
             drop = draw_dropout(len(y), fusion_cfg.modality_dropout, generator, y.device)
-            total = total + fusion_cfg.fusion_weight * fusion.loss(ze.detach(), zc.detach(), y, drop)
+            se_, sc_ = (anchor_scores(z.detach(), anchors[m], present[m]) for z, m in ((ze, "eeg"), (zc, "ecg")))
+            total = total + fusion_cfg.fusion_weight * fusion.loss(se_, sc_, y, drop)
         return total
 
     return loss
 
 
-def load_fusion(state_dir: Path, site_name: str, dim: int, n_classes: int, cfg: FusionConfig,
+def load_fusion(state_dir: Path, site_name: str, n_classes: int, cfg: FusionConfig,
                 weights: Mapping[str, np.ndarray] | None) -> FusionHead:
     """The server's averaged fusion head wins; else the site's own last one; else a fresh, seeded one."""
-    head = build_fusion(dim, n_classes, cfg.kind, site_seed(site_name + "/fusion"))
+    head = build_fusion(n_classes, cfg.kind, site_seed(site_name + "/fusion"))
     if weights is not None:
         head.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     elif (state_dir / FUSION_FILE).is_file():
@@ -127,7 +128,7 @@ def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: 
         {m: GlobalState(anchors[m], present[m], globs[m].head) for m in MODALITIES}, None))
     encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", globs[m].weights, PAIRED_ENCODER_FILES[m])
                 for m in MODALITIES}
-    fusion = load_fusion(state_dir, data.name, dim, n_classes, fusion_cfg, fusion_weights) if fusion_cfg.enabled else None
+    fusion = load_fusion(state_dir, data.name, n_classes, fusion_cfg, fusion_weights) if fusion_cfg.enabled else None
     for enc in encoders.values():
         set_trainable(enc, train_cfg.trainable, train_cfg.top_layers)
     model = PairedModel(encoders["eeg"], encoders["ecg"], fusion)
@@ -154,7 +155,7 @@ def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: 
         else:  # a diverged step must not replace the last good encoders
             log.error("site %s: training gave non-finite weights; keeping the previous encoders", data.name)
             encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", None, PAIRED_ENCODER_FILES[m]) for m in MODALITIES}
-            fusion = load_fusion(state_dir, data.name, dim, n_classes, fusion_cfg, None) if fusion is not None else None
+            fusion = load_fusion(state_dir, data.name, n_classes, fusion_cfg, None) if fusion is not None else None
         try:
             protos, counts = release_joint([embed(encoders["eeg"], train.x_eeg, heads["eeg"]), embed(encoders["ecg"], train.x_ecg, heads["ecg"])],
                                            train.y.numpy(), n_classes, privacy_cfg.proto_clip, privacy_cfg.proto_noise_multiplier,
@@ -178,7 +179,7 @@ def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: 
     sizes = {int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y), len(data.eeg.y), len(data.ecg.y)}
     spec = ReplySpec(n_classes=n_classes, embed_dim=dim, paired=True, forbidden_sizes=frozenset(sizes),
                      paired_weight_shapes={m: weight_shapes(model_cfgs[m]) for m in MODALITIES} if share_weights else None,
-                     fusion_shapes=fusion_shapes(dim, n_classes, fusion_cfg.kind) if share_weights and fusion is not None else None,
+                     fusion_shapes=fusion_shapes(n_classes, fusion_cfg.kind) if share_weights and fusion is not None else None,
                      epsilon_budget=privacy_cfg.epsilon if privacy_cfg.enabled else None)
     check_reply(arrays, metrics, spec)
     if round_no > 0:

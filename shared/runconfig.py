@@ -123,7 +123,7 @@ class RunSettings:
         return dataclasses.replace(self.train, **dict(self.train_overrides.get(modality, {})))
 
     def fusion_shapes(self) -> dict[str, tuple[int, ...]] | None:
-        return fusion_shapes(self.model.embed_dim, len(self.data.vocabulary), self.fusion.kind) if self.fusion.enabled else None
+        return fusion_shapes(len(self.data.vocabulary), self.fusion.kind) if self.fusion.enabled else None
 
     def reply_spec(self, modality: str) -> ReplySpec:
         """What a node of `modality` (or `paired`) may send in this run: the site's allow-list and the coordinator check the same spec."""

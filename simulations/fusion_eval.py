@@ -23,7 +23,7 @@ from client.training import embed
 from server.strategy import ServerState
 from shared.data.paired import MODALITIES, PairedSiteData
 from shared.data.site import SiteData
-from shared.models.fusion import CONDITIONS, STRATEGIES, FusionHead
+from shared.models.fusion import CONDITIONS, STRATEGIES, FusionHead, anchor_scores
 from shared.runconfig import RunSettings
 from simulations.evaluate import balanced_accuracy
 
@@ -56,17 +56,20 @@ def _nearest_anchor(z: np.ndarray, y: np.ndarray, anchors: np.ndarray, present: 
 
 def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: RunSettings, state_root: Path,
                  server: ServerState) -> FusionTable:
-    dim, n_classes = settings.model.embed_dim, len(settings.data.vocabulary)
+    n_classes = len(settings.data.vocabulary)
     heads = {m: torch.from_numpy(server.heads[m]) if m in server.heads else None for m in MODALITIES}
-    means = {m: torch.from_numpy(server.anchors[m][server.present[m]].mean(0)).float() for m in MODALITIES}
     anchors = {m: (server.anchors[m], server.present[m]) for m in MODALITIES}
+    tensors = {m: (torch.from_numpy(a).float(), torch.from_numpy(p)) for m, (a, p) in anchors.items()}
+    scores = lambda z, m: anchor_scores(z, *tensors[m])  # noqa: E731 - what the fusion head reads
+    # mean imputation: the scores of the modality's mean anchor (the global mean of its released classes)
+    means = {m: scores(tensors[m][0][tensors[m][1]].mean(0, keepdim=True), m)[0] for m in MODALITIES}
     rows: dict[str, dict[str, list[float]]] = {r: {c: [] for c, _ in COLUMNS} for r in (*STRATEGIES, ALONE)}
     n_pairs = 0
     for p in paired:
         folder = state_dir(state_root, p.name)
         enc = {m: load_encoder(folder, settings.model_for(m), f"{p.name}/{m}", server.weights.get(m), PAIRED_ENCODER_FILES[m])
                for m in MODALITIES}
-        fusion = load_fusion(folder, p.name, dim, n_classes, settings.fusion, server.fusion or None)
+        fusion = load_fusion(folder, p.name, n_classes, settings.fusion, server.fusion or None)
         test = p.dataset("test")
         y = test.y.numpy()
         n_pairs += len(y)
@@ -74,7 +77,8 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
              "ecg": torch.from_numpy(embed(enc["ecg"], test.x_ecg, heads["ecg"]))}
         for strategy in STRATEGIES:
             for cond in CONDITIONS:
-                ze, zc = (z["eeg"] if cond != "ecg" else None), (z["ecg"] if cond != "eeg" else None)
+                ze = scores(z["eeg"], "eeg") if cond != "ecg" else None
+                zc = scores(z["ecg"], "ecg") if cond != "eeg" else None
                 pred = fusion.predict(ze, zc, strategy, means["eeg"], means["ecg"]).argmax(1)
                 rows[strategy][cond].append(balanced_accuracy(y, pred))
         for m in MODALITIES:
@@ -89,7 +93,8 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
         zm = torch.from_numpy(embed(model, test.x, heads[m]))
         y = test.y.numpy()
         for strategy in STRATEGIES:
-            pred = site_fusion.predict(zm if m == "eeg" else None, zm if m == "ecg" else None, strategy, means["eeg"], means["ecg"]).argmax(1)
+            sm = scores(zm, m)
+            pred = site_fusion.predict(sm if m == "eeg" else None, sm if m == "ecg" else None, strategy, means["eeg"], means["ecg"]).argmax(1)
             rows[strategy][f"{m}_sites"].append(balanced_accuracy(y, pred))
         rows[ALONE][f"{m}_sites"].append(_nearest_anchor(zm.numpy(), y, *anchors[m]))
     return FusionTable({r: {c: float(np.mean(v)) if v else float("nan") for c, v in cols.items()} for r, cols in rows.items()}, n_pairs)
@@ -98,8 +103,7 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
 def _server_fusion(server: ServerState, settings: RunSettings, paired: list[PairedSiteData], state_root: Path) -> FusionHead:
     """The head single-modality sites would download: the server's average, else the first paired site's own."""
     first = paired[0].name
-    return load_fusion(state_dir(state_root, first), first, settings.model.embed_dim, len(settings.data.vocabulary),
-                       settings.fusion, server.fusion or None)
+    return load_fusion(state_dir(state_root, first), first, len(settings.data.vocabulary), settings.fusion, server.fusion or None)
 
 
 def format_table(t: FusionTable) -> str:

@@ -133,7 +133,7 @@ class PairDataset(torch.utils.data.Dataset):
         return self.x_eeg[i], self.x_ecg[i], self.y[i]
 
 
-def _pairs_table(folder: Path) -> list[tuple[str, str]] | None:
+def pairs_table(folder: Path) -> list[tuple[str, str]] | None:
     path = folder / PAIRS_FILE
     if not path.is_file():
         return None
@@ -212,7 +212,7 @@ def load_paired_site(folder: str | Path, data: DataConfig, cache_dir: str | Path
     for m, half in halves.items():
         if half.site.modality != m:
             raise SiteError(folder, f"the {m.upper()} folder's site.yaml says modality {half.site.modality!r}")
-    paired = pair_site(cfg.name, halves["eeg"], halves["ecg"], _pairs_table(folder), data.split.seed,
+    paired = pair_site(cfg.name, halves["eeg"], halves["ecg"], pairs_table(folder), data.split.seed,
                        data.split.val_frac, data.split.test_frac)
     if not len(paired.y):
         why = "; ".join(f"{r.eeg}/{r.ecg}: {r.refused}" for r in paired.record_pairs if r.refused)[:500]

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from shared.data.config import PreprocessConfig, SiteConfig
+from shared.data.config import DataConfig, PreprocessConfig, SiteConfig
 from shared.data.site import load_site
 from shared.data.split import SPLITS
 from shared.errors import SiteError
@@ -115,5 +115,75 @@ def format_report(r: SiteReport) -> str:
         lines.append("skipped files:")
         lines += [f"  {p}: {why}" for p, why in r.skipped]
     lines += [f"warning: {w}" for w in r.warnings]
+    lines.append(f"status      {'OK' if r.usable else 'UNUSABLE'} (this check read local files only and sent nothing)")
+    return "\n".join(lines)
+
+
+@dataclass
+class PairedReport:
+    """A paired site's check: each half's own report, and which record pairs pair how many epochs (counts only)."""
+
+    name: str
+    folder: Path
+    halves: dict[str, SiteReport]
+    usable: bool
+    problem: str = ""
+    record_pairs: list = field(default_factory=list)  # shared.data.paired.RecordPair
+    unmatched: list[str] = field(default_factory=list)
+    pairs: dict[str, int] = field(default_factory=dict)  # per split and "all"
+    max_pairs_per_subject: int = 0
+
+    def to_dict(self) -> dict:
+        return {"site": self.name, "site_dir": str(self.folder), "usable": self.usable, "problem": self.problem,
+                "halves": {m: r.to_dict() for m, r in self.halves.items()},
+                "record_pairs": [r.__dict__ for r in self.record_pairs], "unmatched": self.unmatched, "pairs": self.pairs,
+                "max_pairs_per_subject": self.max_pairs_per_subject}
+
+
+def check_paired_site(folder: str | Path, data: DataConfig, progress: bool = True, policy: SitePolicy | None = None) -> PairedReport:
+    """Check each half as a site, then pair them: how many epochs hold both modalities, and which record pairs are refused."""
+    from shared.data.paired import PairedSiteConfig, pair_site, pairs_table
+
+    folder = Path(folder)
+    cfg = PairedSiteConfig.from_dir(folder)
+    halves = {}
+    for m, d in (("eeg", cfg.eeg_dir), ("ecg", cfg.ecg_dir)):
+        site = SiteConfig.from_site_dir(d)
+        halves[m] = check_site(d, site, data.preprocess[site.modality], data.vocabulary, progress=progress, policy=policy)
+    report = PairedReport(cfg.name, folder, halves, usable=all(r.usable for r in halves.values()))
+    if not report.usable:
+        report.problem = "; ".join(f"{m.upper()} half: {r.problem}" for m, r in halves.items() if not r.usable)
+        return report
+    loaded = {m: load_site(d, SiteConfig.from_site_dir(d), data.preprocess[m], data.vocabulary, progress=False)
+              for m, d in (("eeg", cfg.eeg_dir), ("ecg", cfg.ecg_dir))}
+    try:
+        paired = pair_site(cfg.name, loaded["eeg"], loaded["ecg"], pairs_table(folder), data.split.seed,
+                           data.split.val_frac, data.split.test_frac)
+    except SiteError as err:
+        report.usable, report.problem = False, err.reason
+        return report
+    report.record_pairs, report.unmatched = paired.record_pairs, paired.unmatched
+    report.pairs = {s: int((paired.split == s).sum()) for s in SPLITS} | {"all": len(paired.y)}
+    report.max_pairs_per_subject = paired.max_pairs_per_subject()
+    if not len(paired.y):
+        report.usable, report.problem = False, "no epoch holds both modalities in an accepted record pair"
+    return report
+
+
+def format_paired_report(r: PairedReport) -> str:
+    lines = [f"paired site {r.name!r} at {r.folder} (EEG and ECG of the same epochs; joins as ONE node, one ledger)"]
+    for m, half in r.halves.items():
+        lines += [f"--- {m.upper()} half", format_report(half)]
+    lines.append("--- pairs (an epoch with both modalities; the privacy unit of this site)")
+    for p in r.record_pairs:
+        state = f"REFUSED: {p.refused}" if p.refused else f"{p.pairs} pairs"
+        lines.append(f"  {p.eeg} + {p.ecg} ({p.subject}): {p.eeg_windows} EEG / {p.ecg_windows} ECG windows -> {state}")
+    if r.unmatched:
+        lines.append(f"records without a partner (not used for pairs): {', '.join(r.unmatched)}")
+    if r.pairs:
+        lines.append("pairs per split: " + ", ".join(f"{k} {v}" for k, v in r.pairs.items())
+                     + f"; at most {r.max_pairs_per_subject} per subject")
+    if r.problem:
+        lines.append(f"UNUSABLE: {r.problem}")
     lines.append(f"status      {'OK' if r.usable else 'UNUSABLE'} (this check read local files only and sent nothing)")
     return "\n".join(lines)

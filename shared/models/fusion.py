@@ -1,13 +1,21 @@
 """Fusion of the EEG and ECG embeddings (in the shared space) into one stage prediction, and what to do when one is missing.
 
+The head reads each modality's embedding through its cosines to the class anchors
+(`anchor_scores`: C numbers per modality). The server re-fits the anchors and turns each
+modality's head every round, keeping embeddings and anchors consistent with each other but
+not with any fixed coordinate frame: a decoder over raw coordinates, trained in one round's
+frame, reads the next round's embeddings wrongly (measured: 0.06 balanced accuracy with both
+modalities, under chance). Scores against the anchors mean the same from round to round, and
+after alignment the two modalities' scores share one class basis.
+
 Trained at paired sites under DP-SGD, averaged across paired sites. Every part sees one pair at
 a time, so per-pair clipping bounds it. Parts:
-  `decoder`   classifier over [z_eeg, z_ecg] (`kind`: `concat`, a linear layer over the
+  `decoder`   classifier over [s_eeg, s_ecg] (`kind`: `concat`, a linear layer over the
               concatenation, as the fusion paper; or `gated`, a learnt per-pair weight between
-              the two embeddings before a linear layer), trained on complete pairs;
+              the two modalities' scores before a linear layer), trained on complete pairs;
   `masked`    the same architecture trained with random modality dropout (PhysioOmni): a
               dropped embedding is replaced by a learnt mask token of its modality;
-  `eeg_from_ecg`, `ecg_from_eeg`  linear maps that predict one modality's embedding from the other's.
+  `eeg_from_ecg`, `ecg_from_eeg`  linear maps that predict one modality's scores from the other's.
 The four strategies for a missing modality at test time (STRATEGIES) use these parts.
 """
 
@@ -89,10 +97,19 @@ class Decoder(nn.Module):
         return self.out(self.gate(ze, zc) if self.gate is not None else torch.cat([ze, zc], -1))
 
 
+def anchor_scores(z: torch.Tensor, anchors: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, C) cosines of unit embeddings to the class anchors; 0 for a class without an anchor."""
+    s = z @ F.normalize(anchors.to(z.dtype), dim=-1).T
+    return s if present is None else s.masked_fill(~present.bool().unsqueeze(0), 0.0)
+
+
 class FusionHead(nn.Module):
-    def __init__(self, dim: int, n_classes: int, kind: str = "concat") -> None:
+    """Over anchor scores: each modality's input is (n, C)."""
+
+    def __init__(self, n_classes: int, kind: str = "concat") -> None:
         super().__init__()
         check_option("fusion kind", kind, KINDS)
+        dim = n_classes
         self.decoder = Decoder(dim, n_classes, kind)
         self.masked = Decoder(dim, n_classes, kind)
         self.mask_eeg, self.mask_ecg = MaskToken(dim), MaskToken(dim)
@@ -100,9 +117,8 @@ class FusionHead(nn.Module):
         self.ecg_from_eeg = nn.Linear(dim, dim)
 
     def loss(self, ze: torch.Tensor, zc: torch.Tensor, y: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-        """Per pair: decoder CE on the pair, masked-decoder CE with `drop` (B, 2: EEG, ECG dropped), both reconstruction MSEs.
-
-        The embeddings come in detached: the decoders read the shared space, they do not reshape it.
+        """Per pair, on anchor scores: decoder CE on the pair, masked-decoder CE with `drop` (B, 2: EEG, ECG dropped),
+        both reconstruction MSEs. The scores come in detached: the decoders read the shared space, they do not reshape it.
         """
         ce = F.cross_entropy(self.decoder(ze, zc), y)
         ce_masked = F.cross_entropy(self.masked(self.mask_eeg(ze, drop[:, 0]), self.mask_ecg(zc, drop[:, 1])), y)
@@ -112,7 +128,8 @@ class FusionHead(nn.Module):
     @torch.no_grad()
     def predict(self, ze: torch.Tensor | None, zc: torch.Tensor | None, strategy: str,
                 mean_eeg: torch.Tensor | None = None, mean_ecg: torch.Tensor | None = None) -> np.ndarray:
-        """Class scores (n, C) with either embedding possibly None (missing), filled in by `strategy`."""
+        """Class logits (n, C) from anchor scores with either modality possibly None (missing), filled in by `strategy`
+        (`mean_*`: the scores of that modality's mean embedding)."""
         check_option("missing-modality strategy", strategy, STRATEGIES)
         if ze is None and zc is None:
             raise ValueError("at least one modality must be present")
@@ -147,12 +164,12 @@ def draw_dropout(n: int, p: float, generator: torch.Generator | None = None, dev
     return torch.stack([u < p, (u >= p) & (u < 2 * p)], dim=1)
 
 
-def build_fusion(dim: int, n_classes: int, kind: str, seed: int) -> FusionHead:
+def build_fusion(n_classes: int, kind: str, seed: int) -> FusionHead:
     """A freshly initialised fusion head, reproducible from `seed` without touching torch's global generator."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return FusionHead(dim, n_classes, kind)
+        return FusionHead(n_classes, kind)
 
 
-def fusion_shapes(dim: int, n_classes: int, kind: str) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in FusionHead(dim, n_classes, kind).state_dict().items()}
+def fusion_shapes(n_classes: int, kind: str) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in FusionHead(n_classes, kind).state_dict().items()}

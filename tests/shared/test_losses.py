@@ -49,3 +49,39 @@ def test_misa_batch_form_would_couple_samples():
     inv.grad = None
     ((inv.T @ spec2).pow(2).sum() / 16).backward()
     assert not torch.allclose(batch_form[0], inv.grad[0])
+
+
+def _pair_grads(za, zb, y, loss_fn):
+    za, zb = za.clone().requires_grad_(True), zb.clone().requires_grad_(True)
+    loss_fn(za, zb, y).backward()
+    return za.grad[0].clone(), zb.grad[0].clone()
+
+
+def test_paired_contrastive_gradient_of_a_pair_ignores_the_other_pairs():
+    from shared.losses import info_nce, paired_contrastive
+
+    g = torch.Generator().manual_seed(0)
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=-1)  # noqa: E731
+    anchors_a, anchors_b = unit(5, 8), unit(5, 8)
+    za, zb, y = unit(6, 8), unit(6, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    za2, zb2 = za.clone(), zb.clone()
+    za2[1:], zb2[1:] = unit(5, 8), unit(5, 8)  # every other pair replaced
+    ours = lambda a, b, lab: paired_contrastive(a, b, lab, anchors_a, anchors_b, 0.1) * len(a)  # noqa: E731 - sum over pairs
+    for first, second in zip(_pair_grads(za, zb, y, ours), _pair_grads(za2, zb2, y, ours)):
+        torch.testing.assert_close(first, second)
+    clip = lambda a, b, lab: info_nce(a, b, 0.1) * len(a)  # noqa: E731 - in-batch negatives: the pair's gradient moves
+    assert not torch.allclose(_pair_grads(za, zb, y, clip)[0], _pair_grads(za2, zb2, y, clip)[0])
+
+
+def test_paired_contrastive_leaves_out_the_pairs_own_class_anchor_and_absent_classes():
+    from shared.losses import paired_contrastive
+
+    z = torch.nn.functional.normalize(torch.ones(1, 4), dim=-1)
+    anchors = torch.eye(4)
+    y = torch.tensor([2])
+    base = paired_contrastive(z, z, y, anchors, anchors, 0.5)
+    moved = anchors.clone()
+    moved[2] = z[0]  # the own class's anchor equal to the embedding: not a negative, so no change
+    assert torch.allclose(base, paired_contrastive(z, z, y, moved, moved, 0.5))
+    absent = torch.tensor([True, False, True, True])
+    assert paired_contrastive(z, z, y, anchors, anchors, 0.5, absent) < base  # one negative fewer

@@ -45,3 +45,36 @@ def test_every_site_within_budget_and_sent_only_prototypes(run):
     for site in ("eeg_a", "ecg_b"):
         ledger = json.loads((out / "state" / site / "ledger.json").read_text())
         assert ledger["counts"]["prototype_release"] == 2 and ledger["epsilon_spent"] <= 8.0
+
+
+@pytest.fixture(scope="module")
+def paired_run(tiny_federation, paired_folder, tmp_path_factory):
+    """The tiny federation plus one paired site, which joins as ONE Flower node."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("withpaired") / "fed"
+    shutil.copytree(tiny_federation, root)
+    shutil.copytree(paired_folder, root / "psg")
+    out = root.parent / "out"
+    cfg = compose_config("simulate", [
+        f"federation_run.federation_dir={root}", f"federation_run.results_dir={out}", f"paths.cache_dir={out / 'cache'}",
+        "federation_rounds=2", "baselines=[]", "plots=false", "pretraining.source=none", "privacy.min_count=2",
+        "privacy.proto_noise_multiplier=3",
+    ])
+    return out, simulate(cfg)
+
+
+def test_a_paired_site_joins_as_one_node_with_one_ledger_and_gets_a_fusion_table(paired_run):
+    out, summary = paired_run
+    rounds = json.loads((out / "rounds.json").read_text())
+    assert all(r["n_sites"] == 5 and "psg" in r["sites"] for r in rounds)
+    with (out / "sites.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["site"] == "psg"]
+    assert [r["modality"] for r in rows] == ["paired", "paired"]
+    assert (out / "state" / "psg" / "ledger.json").is_file() and not (out / "state" / "psg_eeg").exists()
+    ledger = json.loads((out / "state" / "psg" / "ledger.json").read_text())
+    assert ledger["counts"]["prototype_release"] == 2 and ledger["epsilon_spent"] <= 8.0
+    table = summary["fusion"]["rows"]
+    assert set(table) == {"zero", "mean", "reconstruct", "masked", "encoder alone"}
+    assert all(0 <= table[s][c] <= 1 for s in ("zero", "mean", "reconstruct", "masked") for c in ("both", "eeg", "ecg"))
+    assert (out / "fusion.csv").is_file()
