@@ -85,7 +85,7 @@ def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch
 def load_fusion(state_dir: Path, site_name: str, n_classes: int, cfg: FusionConfig,
                 weights: Mapping[str, np.ndarray] | None) -> FusionHead:
     """The server's averaged fusion head wins; else the site's own last one; else a fresh, seeded one."""
-    head = build_fusion(n_classes, cfg.kind, site_seed(site_name + "/fusion"))
+    head = build_fusion(n_classes, cfg.kind, site_seed(site_name + "/fusion"), cfg.tau)
     if weights is not None:
         head.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     elif (state_dir / FUSION_FILE).is_file():

@@ -145,10 +145,9 @@ def simulate(cfg: DictConfig) -> dict:
     settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(nodes)))
     n_classes = len(settings.data.vocabulary)
     singles = [d for d in sites if not any(d.site.name.startswith(p.name + "/") for p in paired)]
-    print(f"FedXAlign: {len(nodes)} sites ({sum(d.site.modality == 'eeg' for d in singles)} EEG, "
-          f"{sum(d.site.modality == 'ecg' for d in singles)} ECG, {len(paired)} paired EEG+ECG as one node each"
-          f"{'' if paired else ' (paired folders split in two)' if settings.federation.paired_as == 'two' else ''}), "
-          f"{settings.federation.rounds} rounds, "
+    kinds = f"{sum(d.site.modality == 'eeg' for d in singles)} EEG, {sum(d.site.modality == 'ecg' for d in singles)} ECG"
+    kinds += f", {len(paired)} paired EEG+ECG (one node each)" if paired else ""
+    print(f"FedXAlign: {len(nodes)} sites ({kinds}), {settings.federation.rounds} rounds, "
           f"privacy {'epsilon ' + format(settings.privacy.epsilon, 'g') if settings.privacy.enabled else 'off'} per site", flush=True)
     for p in paired:
         print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "

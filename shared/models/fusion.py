@@ -46,7 +46,7 @@ class FusionConfig:
     modality_dropout: float = 0.3
     pair_weight: float = 1.0  # the sample-level contrastive term at paired sites
     fusion_weight: float = 1.0  # the decoders' cross-entropy and the reconstruction MSE
-    tau: float = 0.1
+    tau: float = 0.1  # temperature of the sample-level term; the decoders start at anchor scores / tau
 
     def __post_init__(self) -> None:
         check_option("fusion kind", self.kind, KINDS)
@@ -93,6 +93,16 @@ class Decoder(nn.Module):
         self.gate = Gate(dim) if kind == "gated" else None
         self.out = nn.Linear(dim if kind == "gated" else 2 * dim, n_classes)
 
+    @torch.no_grad()
+    def start_as_score_sum(self, scale: float) -> None:
+        """Start at late fusion of the two nearest-anchor predictions: logits = scale * (s_eeg + s_ecg) (gated: their mean)."""
+        eye = torch.eye(self.out.out_features)
+        self.out.weight.copy_(scale * (eye if self.gate is not None else torch.cat([eye, eye], 1)))
+        self.out.bias.zero_()
+        if self.gate is not None:
+            self.gate.score.weight.zero_()
+            self.gate.score.bias.zero_()
+
     def forward(self, ze: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
         return self.out(self.gate(ze, zc) if self.gate is not None else torch.cat([ze, zc], -1))
 
@@ -106,7 +116,7 @@ def anchor_scores(z: torch.Tensor, anchors: torch.Tensor, present: torch.Tensor 
 class FusionHead(nn.Module):
     """Over anchor scores: each modality's input is (n, C)."""
 
-    def __init__(self, n_classes: int, kind: str = "concat") -> None:
+    def __init__(self, n_classes: int, kind: str = "concat", tau: float = 0.1) -> None:
         super().__init__()
         check_option("fusion kind", kind, KINDS)
         dim = n_classes
@@ -115,6 +125,23 @@ class FusionHead(nn.Module):
         self.mask_eeg, self.mask_ecg = MaskToken(dim), MaskToken(dim)
         self.eeg_from_ecg = nn.Linear(dim, dim)
         self.ecg_from_eeg = nn.Linear(dim, dim)
+        self._start(1.0 / tau)
+
+    @torch.no_grad()
+    def _start(self, scale: float) -> None:
+        """Where DP training starts: each decoder at the sum of the two modalities' anchor scores over the
+        encoders' temperature, the mask tokens at zero (a missing modality adds nothing), each reconstruction
+        at the identity (after alignment the two modalities' scores share one class basis).
+
+        A random start learnt nothing useful in the few clipped, noisy steps a paired site takes (measured on
+        the default run: 0.38 balanced accuracy with both modalities against 0.64 for EEG alone; learnt
+        masking at chance); this start is the federation's own nearest-anchor prediction, which training refines.
+        """
+        for dec in (self.decoder, self.masked):
+            dec.start_as_score_sum(scale)
+        for rec in (self.eeg_from_ecg, self.ecg_from_eeg):
+            rec.weight.copy_(torch.eye(rec.in_features))
+            rec.bias.zero_()
 
     def loss(self, ze: torch.Tensor, zc: torch.Tensor, y: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         """Per pair, on anchor scores: decoder CE on the pair, masked-decoder CE with `drop` (B, 2: EEG, ECG dropped),
@@ -164,11 +191,11 @@ def draw_dropout(n: int, p: float, generator: torch.Generator | None = None, dev
     return torch.stack([u < p, (u >= p) & (u < 2 * p)], dim=1)
 
 
-def build_fusion(n_classes: int, kind: str, seed: int) -> FusionHead:
+def build_fusion(n_classes: int, kind: str, seed: int, tau: float = 0.1) -> FusionHead:
     """A freshly initialised fusion head, reproducible from `seed` without touching torch's global generator."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return FusionHead(n_classes, kind)
+        return FusionHead(n_classes, kind, tau)
 
 
 def fusion_shapes(n_classes: int, kind: str) -> dict[str, tuple[int, ...]]:

@@ -86,19 +86,20 @@ def test_a_paired_reply_passes_the_allow_list_with_both_modalities_and_nothing_e
 
 
 def test_without_server_anchors_the_sample_level_term_waits(paired_data, tmp_path):
-    """Before alignment each modality has its own anchors; the pair term starts with the server's shared space."""
+    """Before alignment each modality has its own anchors; the pair term starts with the server's shared space.
+    (No fusion head here: its random modality dropout would change each pair's clipping factor.)"""
     cfgs = _cfgs(paired_data)
     off = train_paired_round(paired_data, tmp_path / "a", cfgs, FAST, PrivacyConfig(enabled=False),
-                             FusionConfig(pair_weight=0.0), NONE, round_no=1)
+                             FusionConfig(enabled=False, pair_weight=0.0), NONE, round_no=1)
     on = train_paired_round(paired_data, tmp_path / "b", cfgs, FAST, PrivacyConfig(enabled=False),
-                            FusionConfig(pair_weight=5.0), NONE, round_no=1)
+                            FusionConfig(enabled=False, pair_weight=5.0), NONE, round_no=1)
     np.testing.assert_allclose(off.arrays["eeg.prototypes"], on.arrays["eeg.prototypes"], atol=1e-5)
     anchors = local_anchors("eeg", 5, 16)
     glob = {m: GlobalState(anchors=anchors, present=np.ones(5, bool)) for m in ("eeg", "ecg")}
     off2 = train_paired_round(paired_data, tmp_path / "c", cfgs, FAST, PrivacyConfig(enabled=False),
-                              FusionConfig(pair_weight=0.0), glob, round_no=1)
+                              FusionConfig(enabled=False, pair_weight=0.0), glob, round_no=1)
     on2 = train_paired_round(paired_data, tmp_path / "d", cfgs, FAST, PrivacyConfig(enabled=False),
-                             FusionConfig(pair_weight=5.0), glob, round_no=1)
+                             FusionConfig(enabled=False, pair_weight=5.0), glob, round_no=1)
     assert not np.allclose(off2.arrays["eeg.prototypes"], on2.arrays["eeg.prototypes"], atol=1e-4)
 
 

@@ -128,3 +128,29 @@ def test_polar_factor_is_the_nearest_rotation():
     p = polar_factor(shear)
     assert np.allclose(p @ p.T, np.eye(4), atol=1e-5)
     assert np.allclose(polar_factor(q), q, atol=1e-5)  # a rotation is its own polar factor
+
+
+def paired_result(site, seed, eeg_w, ecg_w, fusion_w):
+    rng = np.random.default_rng(seed)
+    arrays = {"eeg.prototypes": rng.standard_normal((3, 4)).astype(np.float32),
+              "ecg.prototypes": rng.standard_normal((3, 4)).astype(np.float32), "counts": np.full(3, 20.0, np.float32),
+              "eeg.weights.w": np.full(2, eeg_w, np.float32), "ecg.weights.w": np.full(2, ecg_w, np.float32),
+              "fusion.out": np.full(3, fusion_w, np.float32)}
+    return SiteResult(site, "paired", arrays, {"epsilon": 1.0, "train_loss": 1.5})
+
+
+def test_a_paired_site_counts_in_each_modality_and_its_fusion_head_among_paired_sites_only():
+    from shared.protocol import unpack_paired_global
+
+    results = [result("e1", "eeg", 0, 1.0), result("c1", "ecg", 2, 100.0), paired_result("p1", 3, 3.0, 50.0, 7.0),
+               paired_result("p2", 4, 3.0, 50.0, 9.0)]
+    state, summary = aggregate_round(ServerState(), results, settings(share_weights=True, aggregator="mean"))
+    assert summary.n_sites == 4 and summary.sites == ["c1", "e1", "p1", "p2"]  # nodes, not halves
+    assert np.allclose(state.weights["eeg"]["w"], (1.0 + 3.0 + 3.0) / 3) and np.allclose(state.weights["ecg"]["w"], 200.0 / 3)
+    assert np.allclose(state.fusion["out"], 8.0)
+    sent = state.broadcast_for("paired", share_weights=True)
+    globs, fusion = unpack_paired_global(sent, 3, 4, {m: {"w": (2,)} for m in ("eeg", "ecg")}, {"out": (3,)})
+    assert np.allclose(globs["ecg"].weights["w"], 200.0 / 3) and np.allclose(fusion["out"], 8.0)
+    assert np.allclose(globs["eeg"].anchors, state.anchors["eeg"]) and globs["ecg"].head.shape == (4, 4)
+    assert not any(k.startswith("fusion.") for k in state.broadcast_for("paired", share_weights=False))
+    assert "fusion.out" not in state.broadcast_for("eeg", share_weights=True)  # single sites never get it
