@@ -12,6 +12,7 @@ folder as for a single-modality site, with one encoder file per modality and the
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -19,22 +20,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from client.site_round import (FUSION_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, SiteReply, reply_path, cached_reply,
-                               load_encoder, local_anchors, open_ledger, request_key, site_seed)
-from client.training import BatchLoss, dp_train, embed, project
+from client.site_round import (FUSION_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, SiteReply, answer_round, finite,
+                               load_encoder, local_anchors, request_key, site_seed)
+from client.training import BatchLoss, TrainReport, dp_train, embed, project
 from shared.atomic_files import write_npz
-from shared.data.paired import MODALITIES, PairedSiteData
+from shared.data.paired import MODALITIES, PairDataset, PairedSiteData
 from shared.device import pick_device
 from shared.errors import ConfigError
 from shared.losses import orthogonality, paired_contrastive, prototype_loss
 from shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
 from shared.models.fusion import FusionConfig, FusionHead, anchor_scores, build_fusion, draw_dropout, fusion_shapes
 from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import BudgetExceeded
-from shared.privacy.policy import PolicyRefusal
+from shared.privacy.ledger import PrivacyLedger
 from shared.privacy.randomness import secure_torch_generator
 from shared.privacy.release import effective_release_sigma, release_joint
-from shared.protocol import FUSION_PREFIX, WEIGHT_PREFIX, GlobalState, ReplySpec, check_reply, pack_paired_global
+from shared.protocol import FUSION_PREFIX, WEIGHT_PREFIX, GlobalState, ReplySpec, pack_paired_global
 from shared.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,80 @@ def load_fusion(state_dir: Path, site_name: str, n_classes: int, cfg: FusionConf
     return head
 
 
-def _finite(module: nn.Module) -> bool:
-    return all(torch.isfinite(p).all() for p in module.state_dict().values())
+@dataclass
+class _PairedWork:
+    """A paired site's round: both encoders and the fusion head in one DP-SGD run, one joint release."""
+
+    data: PairedSiteData
+    state_dir: Path
+    model_cfgs: Mapping[str, EncoderConfig]
+    fusion_cfg: FusionConfig
+    train_cfg: TrainConfig
+    privacy_cfg: PrivacyConfig
+    model: PairedModel
+    anchors: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    heads: dict[str, torch.Tensor | None]
+    sample_level: bool
+    release_sigma: float
+    rng: np.random.Generator | None
+    round_no: int
+    train_set: PairDataset = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.train_set = self.data.dataset("train")
+
+    def train(self, ledger: PrivacyLedger) -> TrainReport | None:
+        device = pick_device(self.train_cfg.device)
+        loss = paired_loss({m: torch.from_numpy(a).to(device) for m, a in self.anchors.items()},
+                           {m: torch.from_numpy(p).to(device) for m, p in self.present.items()},
+                           {m: h.to(device) if h is not None else None for m, h in self.heads.items()}, self.train_cfg,
+                           self.fusion_cfg, self.sample_level, generator=secure_torch_generator())
+        return dp_train(self.model, self.train_set, torch.from_numpy(self.anchors["eeg"]), torch.from_numpy(self.present["eeg"]),
+                        self.train_cfg, self.privacy_cfg, ledger, round_no=self.round_no, batch_loss=loss,
+                        release_sigma=self.release_sigma)
+
+    def keep(self) -> bool:
+        if finite(self.model):
+            for m in MODALITIES:
+                torch.save(getattr(self.model, m).state_dict(), self.state_dir / PAIRED_ENCODER_FILES[m])
+            if self.model.fusion is not None:
+                torch.save(self.model.fusion.state_dict(), self.state_dir / FUSION_FILE)
+            return True
+        self.model = load_paired_model(self.data, self.state_dir, self.model_cfgs, self.fusion_cfg,
+                                       {m: None for m in MODALITIES}, None, self.model.fusion is not None)
+        return False
+
+    def release(self, ledger: PrivacyLedger | None) -> dict[str, np.ndarray]:
+        train, cfg = self.train_set, self.privacy_cfg
+        protos, counts = release_joint([embed(self.model.eeg, train.x_eeg, self.heads["eeg"]),
+                                        embed(self.model.ecg, train.x_ecg, self.heads["ecg"])],
+                                       train.y.numpy(), len(self.data.vocabulary), cfg.proto_clip, cfg.proto_noise_multiplier,
+                                       cfg.min_count, self.rng, ledger, subjects=train.subject if cfg.unit == "subject" else None,
+                                       round_no=self.round_no)
+        return {"eeg.prototypes": protos[0], "ecg.prototypes": protos[1], "counts": counts}
+
+    def empty(self) -> dict[str, np.ndarray]:
+        n, d = len(self.data.vocabulary), self.model_cfgs["eeg"].embed_dim
+        return {"eeg.prototypes": np.zeros((n, d), np.float32), "ecg.prototypes": np.zeros((n, d), np.float32),
+                "counts": np.zeros(n, np.float32)}
+
+    def shared(self) -> dict[str, np.ndarray]:
+        arrays = {f"{m}.{WEIGHT_PREFIX}{k}": v.detach().numpy().copy()
+                  for m in MODALITIES for k, v in getattr(self.model, m).state_dict().items()}
+        if self.model.fusion is not None:
+            arrays |= {FUSION_PREFIX + k: v.detach().numpy().copy() for k, v in self.model.fusion.state_dict().items()}
+        return arrays
+
+
+def load_paired_model(data: PairedSiteData, state_dir: Path, model_cfgs: Mapping[str, EncoderConfig], fusion_cfg: FusionConfig,
+                      weights: Mapping[str, Mapping[str, np.ndarray] | None], fusion_weights: Mapping[str, np.ndarray] | None,
+                      fuse: bool) -> PairedModel:
+    """Both encoders (and the fusion head when `fuse`), each from the server's weights, else the site's last, else a fresh start."""
+    encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", weights[m], PAIRED_ENCODER_FILES[m])
+                for m in MODALITIES}
+    fusion = load_fusion(state_dir, data.name, len(data.vocabulary), fusion_cfg, fusion_weights) if fuse else None
+    return PairedModel(encoders["eeg"], encoders["ecg"], fusion)
 
 
 def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: Mapping[str, EncoderConfig],
@@ -112,76 +184,28 @@ def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: 
         raise ConfigError("federated pretraining rounds are not built for paired sites; run them with federation.paired_as=two")
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    sent = pack_paired_global(globs, fusion_weights)
-    key = request_key(round_no, sent, dict(model_cfgs), train_cfg, privacy_cfg, fusion_cfg, share_weights, report_train_loss)
-    replay = cached_reply(state_dir, round_no, key)
-    if replay is not None:
-        log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", data.name, round_no)
-        return replay
+    key = request_key(round_no, pack_paired_global(globs, fusion_weights), dict(model_cfgs), train_cfg, privacy_cfg,
+                      fusion_cfg, share_weights, report_train_loss)
     n_classes, dim = len(data.vocabulary), model_cfgs["eeg"].embed_dim
-    ledger = open_ledger(state_dir, privacy_cfg)
-    if max_releases is not None and ledger.counts.get("prototype_release", 0) >= max_releases:
-        raise PolicyRefusal("max_rounds", "the site has taken part in as many rounds as its policy allows")
-    anchors = {m: g.anchors if g.anchors is not None else local_anchors(m, n_classes, dim) for m, g in globs.items()}
-    present = {m: g.present if g.present is not None else np.ones(n_classes, bool) for m, g in globs.items()}
-    write_npz(state_dir / LAST_GLOBAL_FILE, pack_paired_global(
-        {m: GlobalState(anchors[m], present[m], globs[m].head) for m in MODALITIES}, None))
-    encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", globs[m].weights, PAIRED_ENCODER_FILES[m])
-                for m in MODALITIES}
-    fusion = load_fusion(state_dir, data.name, n_classes, fusion_cfg, fusion_weights) if fusion_cfg.enabled else None
-    for enc in encoders.values():
-        set_trainable(enc, train_cfg.trainable, train_cfg.top_layers)
-    model = PairedModel(encoders["eeg"], encoders["ecg"], fusion)
-    train = data.dataset("train")
-    heads = {m: torch.from_numpy(np.asarray(g.head, np.float32)) if g.head is not None else None for m, g in globs.items()}
     release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier, parts=2)
-    report, protos, counts = None, [np.zeros((n_classes, dim), np.float32)] * 2, np.zeros(n_classes, np.float32)
-    if not privacy_cfg.enabled or ledger.can_afford([(release_sigma, 1.0, 1)]):
-        device = pick_device(train_cfg.device)
-        loss = paired_loss({m: torch.from_numpy(a).to(device) for m, a in anchors.items()},
-                           {m: torch.from_numpy(p).to(device) for m, p in present.items()},
-                           {m: h.to(device) if h is not None else None for m, h in heads.items()}, train_cfg, fusion_cfg,
-                           sample_level=all(g.anchors is not None for g in globs.values()), generator=secure_torch_generator())
-        try:
-            report = dp_train(model, train, torch.from_numpy(anchors["eeg"]), torch.from_numpy(present["eeg"]), train_cfg,
-                              privacy_cfg, ledger, round_no=round_no, batch_loss=loss, release_sigma=release_sigma)
-        except BudgetExceeded as err:
-            log.warning("site %s: %s", data.name, err)
-        if _finite(model):
-            for m, enc in encoders.items():
-                torch.save(enc.state_dict(), state_dir / PAIRED_ENCODER_FILES[m])
-            if fusion is not None:
-                torch.save(fusion.state_dict(), state_dir / FUSION_FILE)
-        else:  # a diverged step must not replace the last good encoders
-            log.error("site %s: training gave non-finite weights; keeping the previous encoders", data.name)
-            encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", None, PAIRED_ENCODER_FILES[m]) for m in MODALITIES}
-            fusion = load_fusion(state_dir, data.name, n_classes, fusion_cfg, None) if fusion is not None else None
-        try:
-            protos, counts = release_joint([embed(encoders["eeg"], train.x_eeg, heads["eeg"]), embed(encoders["ecg"], train.x_ecg, heads["ecg"])],
-                                           train.y.numpy(), n_classes, privacy_cfg.proto_clip, privacy_cfg.proto_noise_multiplier,
-                                           privacy_cfg.min_count, rng, ledger if privacy_cfg.enabled else None,
-                                           subjects=train.subject if privacy_cfg.unit == "subject" else None, round_no=round_no)
-        except BudgetExceeded as err:
-            log.warning("site %s: prototype release refused: %s", data.name, err)
-    else:
-        log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
-                    data.name, ledger.epsilon(), privacy_cfg.epsilon)
-    arrays = {"eeg.prototypes": protos[0], "ecg.prototypes": protos[1], "counts": counts}
-    if share_weights:
-        arrays |= {f"{m}.{WEIGHT_PREFIX}{k}": v.detach().numpy().copy() for m, enc in encoders.items() for k, v in enc.state_dict().items()}
-        if fusion is not None:
-            arrays |= {FUSION_PREFIX + k: v.detach().numpy().copy() for k, v in fusion.state_dict().items()}
-    metrics = {"epsilon": ledger.epsilon(), "delta": privacy_cfg.delta,
-               "epsilon_budget": privacy_cfg.epsilon if privacy_cfg.enabled else float("inf"),
-               "released_classes": float((counts > 0).sum())}
-    if report_train_loss and report is not None and np.isfinite(report.mean_loss):
-        metrics["train_loss"] = report.mean_loss
+
+    def start() -> _PairedWork:
+        anchors = {m: g.anchors if g.anchors is not None else local_anchors(m, n_classes, dim) for m, g in globs.items()}
+        present = {m: g.present if g.present is not None else np.ones(n_classes, bool) for m, g in globs.items()}
+        write_npz(state_dir / LAST_GLOBAL_FILE, pack_paired_global(
+            {m: GlobalState(anchors[m], present[m], globs[m].head) for m in MODALITIES}, None))
+        model = load_paired_model(data, state_dir, model_cfgs, fusion_cfg, {m: globs[m].weights for m in MODALITIES},
+                                  fusion_weights, fusion_cfg.enabled)
+        for m in MODALITIES:
+            set_trainable(getattr(model, m), train_cfg.trainable, train_cfg.top_layers)
+        heads = {m: torch.from_numpy(np.asarray(g.head, np.float32)) if g.head is not None else None for m, g in globs.items()}
+        return _PairedWork(data, state_dir, model_cfgs, fusion_cfg, train_cfg, privacy_cfg, model, anchors, present, heads,
+                           all(g.anchors is not None for g in globs.values()), release_sigma, rng, round_no)
+
     sizes = {int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y), len(data.eeg.y), len(data.ecg.y)}
     spec = ReplySpec(n_classes=n_classes, embed_dim=dim, paired=True, forbidden_sizes=frozenset(sizes),
                      paired_weight_shapes={m: weight_shapes(model_cfgs[m]) for m in MODALITIES} if share_weights else None,
-                     fusion_shapes=fusion_shapes(n_classes, fusion_cfg.kind) if share_weights and fusion is not None else None,
+                     fusion_shapes=fusion_shapes(n_classes, fusion_cfg.kind) if share_weights and fusion_cfg.enabled else None,
                      epsilon_budget=privacy_cfg.epsilon if privacy_cfg.enabled else None)
-    check_reply(arrays, metrics, spec)
-    if round_no > 0:
-        write_npz(reply_path(state_dir, round_no, key), arrays, metrics)
-    return SiteReply(arrays, metrics, report)
+    return answer_round(data.name, state_dir, round_no, key, privacy_cfg, release_sigma, start, spec, share_weights,
+                        report_train_loss, max_releases)

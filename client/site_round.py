@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
 from client.training import TrainConfig, TrainReport, dp_train, embed
 from shared.atomic_files import write_npz
-from shared.data.site import SiteData
+from shared.data.site import SiteData, WindowDataset
 from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
 from shared.models.pretraining import load_pretrained, pretrained_path
 from shared.privacy.config import PrivacyConfig
@@ -108,6 +109,124 @@ def empty_release(n_classes: int, dim: int) -> PrototypeRelease:
     return PrototypeRelease(np.zeros((n_classes, dim), np.float32), np.zeros(n_classes, np.float32))
 
 
+class RoundWork(Protocol):
+    """The parts of a round that differ between a single-modality and a paired site; `answer_round` runs the rest."""
+
+    def train(self, ledger: PrivacyLedger) -> TrainReport | None:
+        """DP-SGD on the train split; may raise BudgetExceeded."""
+
+    def keep(self) -> bool:
+        """Save the trained model when its weights are finite, else go back to the last saved one; say which."""
+
+    def release(self, ledger: PrivacyLedger | None) -> dict[str, np.ndarray]:
+        """The privatised prototypes and counts (recorded in `ledger` when DP is on); may raise BudgetExceeded."""
+
+    def empty(self) -> dict[str, np.ndarray]:
+        """A valid release with nothing in it (budget spent, or a round that releases nothing)."""
+
+    def shared(self) -> dict[str, np.ndarray]:
+        """The weights sent when the run shares them."""
+
+
+def answer_round(name: str, state_dir: Path, round_no: int, key: str, privacy_cfg: PrivacyConfig,
+                 release_sigma: float, start: Callable[[], RoundWork], spec: ReplySpec, share_weights: bool,
+                 report_train_loss: bool, max_releases: int | None) -> SiteReply:
+    """The frame of every round: replay, ledger and policy checks, train, keep, release, check and cache the reply.
+
+    `start` builds the round's models only after the ledger is open (the ledger checks the
+    folder for earlier work before this round writes any).
+    """
+    replay = cached_reply(state_dir, round_no, key)
+    if replay is not None:
+        log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", name, round_no)
+        return replay
+    ledger = open_ledger(state_dir, privacy_cfg)
+    if max_releases is not None and ledger.counts.get("prototype_release", 0) >= max_releases:
+        raise PolicyRefusal("max_rounds", "the site has taken part in as many rounds as its policy allows")
+    work = start()
+    report, arrays = None, work.empty()
+    if not privacy_cfg.enabled or ledger.can_afford([(release_sigma, 1.0, 1)]):
+        try:
+            report = work.train(ledger)
+        except BudgetExceeded as err:
+            log.warning("site %s: %s", name, err)
+        if not work.keep():  # a diverged step must not replace the last good model
+            log.error("site %s: training gave non-finite weights; keeping the previous model", name)
+        try:
+            arrays = work.release(ledger if privacy_cfg.enabled else None)
+        except BudgetExceeded as err:
+            log.warning("site %s: prototype release refused: %s", name, err)
+    else:
+        log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
+                    name, ledger.epsilon(), privacy_cfg.epsilon)
+    if share_weights:
+        arrays |= work.shared()
+    metrics = {
+        "epsilon": ledger.epsilon(), "delta": privacy_cfg.delta,
+        "epsilon_budget": privacy_cfg.epsilon if privacy_cfg.enabled else float("inf"),
+        "released_classes": float((arrays["counts"] > 0).sum()),
+    }
+    if report_train_loss and report is not None and np.isfinite(report.mean_loss):
+        metrics["train_loss"] = report.mean_loss
+    check_reply(arrays, metrics, spec)
+    if round_no > 0:
+        write_npz(reply_path(state_dir, round_no, key), arrays, metrics)
+    return SiteReply(arrays, metrics, report)
+
+
+def finite(module: torch.nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in module.state_dict().values())
+
+
+@dataclass
+class _SingleWork:
+    """A single-modality site's round: one encoder, one release."""
+
+    data: SiteData
+    state_dir: Path
+    model_cfg: EncoderConfig
+    train_cfg: TrainConfig
+    privacy_cfg: PrivacyConfig
+    model: CrissCrossEncoder
+    anchors: np.ndarray
+    present: np.ndarray
+    head: torch.Tensor | None
+    objective: str
+    rng: np.random.Generator | None
+    round_no: int
+    train_set: WindowDataset = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.train_set = self.data.dataset("train")
+
+    def train(self, ledger: PrivacyLedger) -> TrainReport | None:
+        return dp_train(self.model, self.train_set, torch.from_numpy(self.anchors), torch.from_numpy(self.present),
+                        self.train_cfg, self.privacy_cfg, ledger, self.head, round_no=self.round_no, objective=self.objective)
+
+    def keep(self) -> bool:
+        if finite(self.model):
+            torch.save(self.model.state_dict(), self.state_dir / ENCODER_FILE)
+            return True
+        self.model = load_encoder(self.state_dir, self.model_cfg, self.data.site.name, None)
+        return False
+
+    def release(self, ledger: PrivacyLedger | None) -> dict[str, np.ndarray]:
+        if self.objective != "prototypes":  # a pretraining round releases none
+            return self.empty()
+        train, cfg = self.train_set, self.privacy_cfg
+        rel = release_prototypes(embed(self.model, train.x, self.head), train.y.numpy(), len(self.data.vocabulary), cfg.proto_clip,
+                                 cfg.proto_noise_multiplier, cfg.min_count, self.rng, ledger,
+                                 subjects=train.subject if cfg.unit == "subject" else None, round_no=self.round_no)
+        return {"prototypes": rel.prototypes, "counts": rel.counts}
+
+    def empty(self) -> dict[str, np.ndarray]:
+        rel = empty_release(len(self.data.vocabulary), self.model_cfg.embed_dim)
+        return {"prototypes": rel.prototypes, "counts": rel.counts}
+
+    def shared(self) -> dict[str, np.ndarray]:
+        return {WEIGHT_PREFIX + k: v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
+
+
 def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig, train_cfg: TrainConfig,
                 privacy_cfg: PrivacyConfig, glob: GlobalState, share_weights: bool = False,
                 report_train_loss: bool = False, round_no: int = 0, anchor_key: str | None = None,
@@ -129,60 +248,19 @@ def train_round(data: SiteData, state_dir: str | Path, model_cfg: EncoderConfig,
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     key = request_key(round_no, glob, model_cfg, train_cfg, privacy_cfg, share_weights, report_train_loss, objective)
-    replay = cached_reply(state_dir, round_no, key)
-    if replay is not None:
-        log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", data.site.name, round_no)
-        return replay
     n_classes, dim = len(data.vocabulary), model_cfg.embed_dim
-    ledger = open_ledger(state_dir, privacy_cfg)
-    if max_releases is not None and ledger.counts.get("prototype_release", 0) >= max_releases:
-        raise PolicyRefusal("max_rounds", "the site has taken part in as many rounds as its policy allows")
-    anchors = glob.anchors if glob.anchors is not None else local_anchors(anchor_key or data.site.name, n_classes, dim)
-    present = glob.present if glob.present is not None else np.ones(n_classes, bool)
-    head = torch.from_numpy(np.asarray(glob.head, np.float32)) if glob.head is not None else None
-    write_npz(state_dir / LAST_GLOBAL_FILE, pack_global(GlobalState(anchors, present, glob.head)))
-    model = load_encoder(state_dir, model_cfg, data.site.name, glob.weights)
-    train = data.dataset("train")
-    unit_subjects = train.subject if privacy_cfg.unit == "subject" else None
-    report = None
-    release = empty_release(n_classes, dim)
-    release_fits = not privacy_cfg.enabled or ledger.can_afford(
-        [(effective_release_sigma(privacy_cfg.proto_noise_multiplier), 1.0, 1)])
-    if release_fits:
-        try:
-            report = dp_train(model, train, torch.from_numpy(anchors), torch.from_numpy(present), train_cfg, privacy_cfg,
-                              ledger, head, round_no=round_no, objective=objective)
-        except BudgetExceeded as err:
-            log.warning("site %s: %s", data.site.name, err)
-        if all(torch.isfinite(p).all() for p in model.state_dict().values()):
-            torch.save(model.state_dict(), state_dir / ENCODER_FILE)
-        else:  # a diverged step must not replace the last good encoder
-            log.error("site %s: training gave non-finite weights; keeping the previous encoder", data.site.name)
-            model = load_encoder(state_dir, model_cfg, data.site.name, None)
-        if objective == "prototypes":  # a pretraining round releases none
-            try:
-                release = release_prototypes(embed(model, train.x, head), train.y.numpy(), n_classes, privacy_cfg.proto_clip,
-                                             privacy_cfg.proto_noise_multiplier, privacy_cfg.min_count, rng,
-                                             ledger if privacy_cfg.enabled else None, subjects=unit_subjects, round_no=round_no)
-            except BudgetExceeded as err:
-                log.warning("site %s: prototype release refused: %s", data.site.name, err)
-    else:
-        log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
-                    data.site.name, ledger.epsilon(), privacy_cfg.epsilon)
-    arrays = {"prototypes": release.prototypes, "counts": release.counts}
-    if share_weights:
-        arrays |= {WEIGHT_PREFIX + k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-    metrics = {
-        "epsilon": ledger.epsilon(), "delta": privacy_cfg.delta,
-        "epsilon_budget": privacy_cfg.epsilon if privacy_cfg.enabled else float("inf"),
-        "released_classes": float(release.present.sum()),
-    }
-    if report_train_loss and report is not None and np.isfinite(report.mean_loss):
-        metrics["train_loss"] = report.mean_loss
+
+    def start() -> _SingleWork:
+        anchors = glob.anchors if glob.anchors is not None else local_anchors(anchor_key or data.site.name, n_classes, dim)
+        present = glob.present if glob.present is not None else np.ones(n_classes, bool)
+        write_npz(state_dir / LAST_GLOBAL_FILE, pack_global(GlobalState(anchors, present, glob.head)))
+        head = torch.from_numpy(np.asarray(glob.head, np.float32)) if glob.head is not None else None
+        return _SingleWork(data, state_dir, model_cfg, train_cfg, privacy_cfg,
+                           load_encoder(state_dir, model_cfg, data.site.name, glob.weights), anchors, present, head, objective, rng, round_no)
+
     spec = ReplySpec(n_classes=n_classes, embed_dim=dim, weight_shapes=weight_shapes(model_cfg) if share_weights else None,
                      epsilon_budget=privacy_cfg.epsilon if privacy_cfg.enabled else None,
                      forbidden_sizes=frozenset({int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y)}))
-    check_reply(arrays, metrics, spec)
-    if round_no > 0:
-        write_npz(reply_path(state_dir, round_no, key), arrays, metrics)
-    return SiteReply(arrays, metrics, report)
+    return answer_round(data.site.name, state_dir, round_no, key, privacy_cfg,
+                        effective_release_sigma(privacy_cfg.proto_noise_multiplier), start, spec, share_weights,
+                        report_train_loss, max_releases)

@@ -23,7 +23,7 @@ from client.training import embed
 from server.strategy import ServerState
 from shared.data.paired import MODALITIES, PairedSiteData
 from shared.data.site import SiteData
-from shared.models.fusion import CONDITIONS, STRATEGIES, FusionHead, anchor_scores
+from shared.models.fusion import CONDITIONS, STRATEGIES, anchor_scores
 from shared.runconfig import RunSettings
 from simulations.evaluate import balanced_accuracy
 
@@ -65,11 +65,15 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
     means = {m: scores(tensors[m][0][tensors[m][1]].mean(0, keepdim=True), m)[0] for m in MODALITIES}
     rows: dict[str, dict[str, list[float]]] = {r: {c: [] for c, _ in COLUMNS} for r in (*STRATEGIES, ALONE)}
     n_pairs = 0
+    own = {p.name: load_fusion(state_dir(state_root, p.name), p.name, n_classes, settings.fusion, None)
+           for p in paired} if not server.fusion else {}
+    # the head single-modality sites would download: the server's average, else the first paired site's own
+    shared_head = load_fusion(state_root, "server", n_classes, settings.fusion, server.fusion) if server.fusion else own[paired[0].name]
     for p in paired:
         folder = state_dir(state_root, p.name)
         enc = {m: load_encoder(folder, settings.model_for(m), f"{p.name}/{m}", server.weights.get(m), PAIRED_ENCODER_FILES[m])
                for m in MODALITIES}
-        fusion = load_fusion(folder, p.name, n_classes, settings.fusion, server.fusion or None)
+        fusion = own.get(p.name, shared_head)
         test = p.dataset("test")
         y = test.y.numpy()
         n_pairs += len(y)
@@ -83,7 +87,6 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
                 rows[strategy][cond].append(balanced_accuracy(y, pred))
         for m in MODALITIES:
             rows[ALONE][m].append(_nearest_anchor(z[m].numpy(), y, *anchors[m]))
-    site_fusion = _server_fusion(server, settings, paired, state_root)
     for d in sites:
         m = d.site.modality
         test = d.dataset("test")
@@ -94,16 +97,10 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
         y = test.y.numpy()
         for strategy in STRATEGIES:
             sm = scores(zm, m)
-            pred = site_fusion.predict(sm if m == "eeg" else None, sm if m == "ecg" else None, strategy, means["eeg"], means["ecg"]).argmax(1)
+            pred = shared_head.predict(sm if m == "eeg" else None, sm if m == "ecg" else None, strategy, means["eeg"], means["ecg"]).argmax(1)
             rows[strategy][f"{m}_sites"].append(balanced_accuracy(y, pred))
         rows[ALONE][f"{m}_sites"].append(_nearest_anchor(zm.numpy(), y, *anchors[m]))
     return FusionTable({r: {c: float(np.mean(v)) if v else float("nan") for c, v in cols.items()} for r, cols in rows.items()}, n_pairs)
-
-
-def _server_fusion(server: ServerState, settings: RunSettings, paired: list[PairedSiteData], state_root: Path) -> FusionHead:
-    """The head single-modality sites would download: the server's average, else the first paired site's own."""
-    first = paired[0].name
-    return load_fusion(state_dir(state_root, first), first, len(settings.data.vocabulary), settings.fusion, server.fusion or None)
 
 
 def format_table(t: FusionTable) -> str:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from shared.data.config import DataConfig, PreprocessConfig, SiteConfig
-from shared.data.site import load_site
+from shared.data.site import SiteData, load_site
 from shared.data.split import SPLITS
 from shared.errors import SiteError
 from shared.privacy.policy import SitePolicy, describe_unit
@@ -51,11 +51,22 @@ class SiteReport:
 def check_site(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessConfig, vocabulary: Sequence[str],
                min_windows_per_label: int = 1, progress: bool = True, policy: SitePolicy | None = None) -> SiteReport:
     """Read every record of the site (no cache, nothing written) and summarise it, with what its privacy policy means per patient."""
+    return _checked(site_dir, site, preprocess, vocabulary, min_windows_per_label, progress, policy)[0]
+
+
+def _checked(site_dir: str | Path, site: SiteConfig, preprocess: PreprocessConfig, vocabulary: Sequence[str],
+             min_windows_per_label: int, progress: bool, policy: SitePolicy | None) -> tuple[SiteReport, SiteData | None]:
+    """The report and the data it was made from (None when the site is unusable), so a paired check reads each half once."""
     site_dir = Path(site_dir)
     try:
         data = load_site(site_dir, site, preprocess, vocabulary, cache_dir=None, progress=progress)
     except SiteError as err:
-        return SiteReport(site=site, site_dir=site_dir, usable=False, problem=err.reason, skipped=list(err.skipped))
+        return SiteReport(site=site, site_dir=site_dir, usable=False, problem=err.reason, skipped=list(err.skipped)), None
+    return _report(data, site_dir, min_windows_per_label, policy), data
+
+
+def _report(data: SiteData, site_dir: Path, min_windows_per_label: int, policy: SitePolicy | None) -> SiteReport:
+    site = data.site
     windows = {s: data.class_counts(s) for s in SPLITS}
     windows["all"] = data.class_counts()
     report = SiteReport(
@@ -146,16 +157,19 @@ def check_paired_site(folder: str | Path, data: DataConfig, progress: bool = Tru
 
     folder = Path(folder)
     cfg = PairedSiteConfig.from_dir(folder)
-    halves = {}
+    halves, loaded = {}, {}
     for m, d in (("eeg", cfg.eeg_dir), ("ecg", cfg.ecg_dir)):
         site = SiteConfig.from_site_dir(d)
-        halves[m] = check_site(d, site, data.preprocess[site.modality], data.vocabulary, progress=progress, policy=policy)
+        halves[m], loaded[m] = _checked(d, site, data.preprocess[site.modality], data.vocabulary, 1, progress, policy)
     report = PairedReport(cfg.name, folder, halves, usable=all(r.usable for r in halves.values()))
     if not report.usable:
         report.problem = "; ".join(f"{m.upper()} half: {r.problem}" for m, r in halves.items() if not r.usable)
         return report
-    loaded = {m: load_site(d, SiteConfig.from_site_dir(d), data.preprocess[m], data.vocabulary, progress=False)
-              for m, d in (("eeg", cfg.eeg_dir), ("ecg", cfg.ecg_dir))}
+    wrong = [m for m, r in halves.items() if r.site.modality != m]
+    if wrong:
+        report.usable = False
+        report.problem = "; ".join(f"the {m.upper()} folder's site.yaml says modality {halves[m].site.modality!r}" for m in wrong)
+        return report
     try:
         paired = pair_site(cfg.name, loaded["eeg"], loaded["ecg"], pairs_table(folder), data.split.seed,
                            data.split.val_frac, data.split.test_frac)

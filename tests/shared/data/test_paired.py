@@ -46,3 +46,17 @@ def test_the_site_check_reports_pairs_per_record_and_split(paired_folder, data_c
     assert report.usable and report.pairs["all"] == sum(p.pairs for p in report.record_pairs) > 0
     text = format_paired_report(report)
     assert "pairs per split" in text and "ONE node" in text and f"{report.record_pairs[0].pairs} pairs" in text
+
+
+def test_the_site_check_refuses_halves_in_the_wrong_folders(paired_folder, data_cfg, tmp_path):
+    import shutil
+
+    import yaml
+
+    swapped = tmp_path / "psg"
+    shutil.copytree(paired_folder, swapped)
+    cfg = yaml.safe_load((swapped / PAIRED_FILE).read_text())
+    cfg["eeg"], cfg["ecg"] = cfg["ecg"], cfg["eeg"]
+    (swapped / PAIRED_FILE).write_text(yaml.safe_dump(cfg))
+    report = check_paired_site(swapped, data_cfg, progress=False)
+    assert not report.usable and "the EEG folder's site.yaml says modality 'ecg'" in report.problem
