@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow test-deployment test-all bench clean
+.PHONY: run test test-slow test-deployment test-all check-wheel bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m simulations.run
+	$(BIN)/python -m fedxalign.simulations.run
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -25,6 +25,9 @@ test-slow: $(STAMP)
 
 test-deployment: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -m deployment
+
+check-wheel: $(STAMP)
+	.ci/check-wheel
 
 test-all: $(STAMP)
 	$(BIN)/pytest -q -m "slow or not slow"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.privacy.audit import audit_release  # noqa: E402
+from fedxalign.shared.privacy.audit import audit_release  # noqa: E402
 
 
 def main() -> None:

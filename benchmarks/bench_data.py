@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.data.config import PreprocessConfig, SiteConfig
-from shared.data.site import load_site
-from shared.data.synthetic.federation import FederationSpec, generate_federation
-from shared.data.synthetic.states import STAGES
+from fedxalign.shared.data.config import PreprocessConfig, SiteConfig
+from fedxalign.shared.data.site import load_site
+from fedxalign.shared.data.synthetic.federation import FederationSpec, generate_federation
+from fedxalign.shared.data.synthetic.states import STAGES
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulations.poisoning import ATTACKS, Scenario, shifts  # noqa: E402
+from fedxalign.simulations.poisoning import ATTACKS, Scenario, shifts  # noqa: E402
 
 
 def main() -> None:

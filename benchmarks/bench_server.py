@@ -19,13 +19,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.strategy import ServerState, SiteResult, aggregate_round  # noqa: E402
-from shared.data.config import DataConfig, PreprocessConfig  # noqa: E402
-from shared.data.synthetic.federation import FederationSpec, generate_federation  # noqa: E402
-from shared.models.encoder import EncoderConfig  # noqa: E402
-from shared.privacy.config import PrivacyConfig  # noqa: E402
-from shared.runconfig import AlignConfig, FederationConfig, RunSettings  # noqa: E402
-from shared.train_config import TrainConfig  # noqa: E402
+from fedxalign.server.strategy import ServerState, SiteResult, aggregate_round  # noqa: E402
+from fedxalign.shared.data.config import DataConfig, PreprocessConfig  # noqa: E402
+from fedxalign.shared.data.synthetic.federation import FederationSpec, generate_federation  # noqa: E402
+from fedxalign.shared.models.encoder import EncoderConfig  # noqa: E402
+from fedxalign.shared.privacy.config import PrivacyConfig  # noqa: E402
+from fedxalign.shared.runconfig import AlignConfig, FederationConfig, RunSettings  # noqa: E402
+from fedxalign.shared.train_config import TrainConfig  # noqa: E402
 
 
 def server_round_cost(n_messages: int, repeats: int = 3) -> float:
@@ -52,7 +52,7 @@ def sim_wall_per_round(n_sites: int, rounds: int = 3) -> list[float]:
                "n_subjects": 4, "hours_per_record": 0.25} for i in range(n_sites - half)]
     generate_federation(FederationSpec.from_mapping({"seed": 0, "sites": sites}), tmp / "fed", progress=False)
     out = tmp / "results"
-    cmd = [sys.executable, "-m", "simulations.run", f"federation_run.federation_dir={tmp / 'fed'}", f"federation_run.results_dir={out}",
+    cmd = [sys.executable, "-m", "fedxalign.simulations.run", f"federation_run.federation_dir={tmp / 'fed'}", f"federation_run.results_dir={out}",
            f"paths.cache_dir={tmp / 'cache'}", f"federation_rounds={rounds}", "baselines=[]", "plots=false", f"hydra.run.dir={tmp / 'hydra'}"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     return [r["wall_s"] for r in json.loads((out / "rounds.json").read_text())]

@@ -25,18 +25,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from client.training import dp_train  # noqa: E402
-from shared.data.site import WindowDataset  # noqa: E402
-from shared.device import pick_device  # noqa: E402
-from shared.models.encoder import build_encoder  # noqa: E402
-from shared.privacy.ledger import PrivacyLedger  # noqa: E402
+from fedxalign.client.training import dp_train  # noqa: E402
+from fedxalign.shared.data.site import WindowDataset  # noqa: E402
+from fedxalign.shared.device import pick_device  # noqa: E402
+from fedxalign.shared.models.encoder import build_encoder  # noqa: E402
+from fedxalign.shared.privacy.ledger import PrivacyLedger  # noqa: E402
 
 
 def composed(preset: str):
     from hydra import compose, initialize_config_dir
 
-    from simulations.paths import CONFIG_DIR
-    from simulations.settings import run_settings
+    from fedxalign.configs import CONFIG_DIR
+    from fedxalign.simulations.settings import run_settings
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         return run_settings(compose("simulate", overrides=[f"model={preset}", "federation_run.results_dir=unused"]))
@@ -69,9 +69,9 @@ def one_mode(dp: bool, steps: int, batch: int, channels: int, preset: str, devic
 
 def default_run_epsilon(site_windows: int) -> tuple[float, float, int]:
     """Epsilon after one round and after all planned rounds of the default settings, for a site of `site_windows` train windows."""
-    from shared.privacy.ledger import calibrate_noise
-    from shared.privacy.release import effective_release_sigma
-    from shared.privacy.sampling import poisson_rate
+    from fedxalign.shared.privacy.ledger import calibrate_noise
+    from fedxalign.shared.privacy.release import effective_release_sigma
+    from fedxalign.shared.privacy.sampling import poisson_rate
 
     settings = composed("small")
     privacy = settings.privacy

@@ -14,8 +14,8 @@ from typing import Callable
 
 from flwr.app import Context, Error, Message
 
-from shared.privacy.policy import PolicyRefusal
-from shared.protocol import BadRequest, ReplySpec, message_records, reply_problems
+from fedxalign.shared.privacy.policy import PolicyRefusal
+from fedxalign.shared.protocol import BadRequest, ReplySpec, message_records, reply_problems
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from shared.data.config import DataConfig, SiteConfig, check_label_map
-from shared.data.paired import is_paired_dir
-from shared.data.site_check import check_paired_site, check_site, format_paired_report, format_report
-from shared.errors import ConfigError
-from shared.privacy.policy import SitePolicy
+from fedxalign.configs import CONFIG_DIR
+from fedxalign.shared.data.config import DataConfig, SiteConfig, check_label_map
+from fedxalign.shared.data.paired import is_paired_dir
+from fedxalign.shared.data.site_check import check_paired_site, check_site, format_paired_report, format_report
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.privacy.policy import SitePolicy
 
-DEFAULT_DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "default.yaml"
+DEFAULT_DATA_CONFIG = Path(CONFIG_DIR) / "data" / "default.yaml"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,14 +9,14 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.allowlist import make_allowlist_mod
-from client.evaluation import evaluate_site
-from client.node import NodeSite, load_node_data, resolve_node
-from client.site_round import train_round
-from shared.models.encoder import weight_shapes
-from shared.privacy.policy import RoundRequest, SitePolicy, enforce
-from shared.protocol import MODALITIES, ReplySpec, unpack_global, unpack_paired_global
-from shared.runconfig import RunSettings
+from fedxalign.client.allowlist import make_allowlist_mod
+from fedxalign.client.evaluation import evaluate_site
+from fedxalign.client.node import NodeSite, load_node_data, resolve_node
+from fedxalign.client.site_round import train_round
+from fedxalign.shared.models.encoder import weight_shapes
+from fedxalign.shared.privacy.policy import RoundRequest, SitePolicy, enforce
+from fedxalign.shared.protocol import MODALITIES, ReplySpec, unpack_global, unpack_paired_global
+from fedxalign.shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy 
         s, node = setup(context)
         metrics = {}
         if node.policy.share_metrics and node.paired is not None:
-            from client.evaluation import evaluate_paired
+            from fedxalign.client.evaluation import evaluate_paired
 
             metrics = evaluate_paired(load_node_data(node, s), node.state_dir, {m: s.model_for(m) for m in MODALITIES}, s.fusion)
         elif node.policy.share_metrics:  # opt-in: scores of the held-out split are not DP
@@ -89,7 +89,7 @@ def _train_single(msg: Message, s: RunSettings, node: NodeSite, privacy, request
 
 
 def _train_paired(msg: Message, s: RunSettings, node: NodeSite, privacy, request: RoundRequest, share: bool):
-    from client.paired_round import train_paired_round
+    from fedxalign.client.paired_round import train_paired_round
 
     cfgs = {m: s.model_for(m) for m in MODALITIES}
     globs, fusion = unpack_paired_global(_arrays(msg.content["global"]), len(s.data.vocabulary), s.model.embed_dim,

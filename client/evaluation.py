@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from client.site_round import ENCODER_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, load_encoder, local_anchors
-from client.training import embed
-from shared.data.paired import MODALITIES, PairedSiteData
-from shared.data.site import SiteData
-from shared.models.encoder import EncoderConfig
-from shared.models.fusion import FusionConfig, anchor_scores
+from fedxalign.client.site_round import ENCODER_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, load_encoder, local_anchors
+from fedxalign.client.training import embed
+from fedxalign.shared.data.paired import MODALITIES, PairedSiteData
+from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.models.encoder import EncoderConfig
+from fedxalign.shared.models.fusion import FusionConfig, anchor_scores
 
 
 def evaluate_site(data: SiteData, state_dir: Path, model_cfg: EncoderConfig, split: str = "test",
@@ -49,7 +49,7 @@ def evaluate_site(data: SiteData, state_dir: Path, model_cfg: EncoderConfig, spl
 def evaluate_paired(data: PairedSiteData, state_dir: Path, model_cfgs: Mapping[str, EncoderConfig], fusion_cfg: FusionConfig,
                     split: str = "test") -> dict[str, float]:
     """A paired site's fused score on `split` (both modalities, the fusion decoder), from its own last state only."""
-    from client.paired_round import load_fusion
+    from fedxalign.client.paired_round import load_fusion
 
     mask = data.split == split
     files = [state_dir / f for f in PAIRED_ENCODER_FILES.values()]

@@ -20,13 +20,13 @@ from typing import Any, Mapping
 
 import yaml
 
-from shared.data.config import SiteConfig
-from shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
-from shared.data.site import SiteData, load_federation_site
-from shared.errors import ConfigError
-from shared.privacy.policy import SitePolicy
-from shared.protocol import PAIRED
-from shared.runconfig import RunSettings
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
+from fedxalign.shared.data.site import SiteData, load_federation_site
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.privacy.policy import SitePolicy
+from fedxalign.shared.protocol import PAIRED
+from fedxalign.shared.runconfig import RunSettings
 
 POLICY_KEYS = {"dp-required": "dp_required", "privacy-epsilon": "epsilon", "privacy-delta": "delta", "privacy-unit": "unit",
                "share-weights": "share_weights", "share-metrics": "share_metrics", "share-train-loss": "share_train_loss",

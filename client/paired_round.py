@@ -20,22 +20,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from client.site_round import (FUSION_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, SiteReply, answer_round, finite,
+from fedxalign.client.site_round import (FUSION_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, SiteReply, answer_round, finite,
                                load_encoder, local_anchors, request_key, site_seed)
-from client.training import BatchLoss, TrainReport, dp_train, embed, project
-from shared.atomic_files import write_npz
-from shared.data.paired import MODALITIES, PairDataset, PairedSiteData
-from shared.device import pick_device
-from shared.errors import ConfigError
-from shared.losses import orthogonality, paired_contrastive, prototype_loss
-from shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
-from shared.models.fusion import FusionConfig, FusionHead, anchor_scores, build_fusion, draw_dropout, fusion_shapes
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import PrivacyLedger
-from shared.privacy.randomness import secure_torch_generator
-from shared.privacy.release import effective_release_sigma, release_joint
-from shared.protocol import FUSION_PREFIX, WEIGHT_PREFIX, GlobalState, ReplySpec, pack_paired_global
-from shared.train_config import TrainConfig
+from fedxalign.client.training import BatchLoss, TrainReport, dp_train, embed, project
+from fedxalign.shared.atomic_files import write_npz
+from fedxalign.shared.data.paired import MODALITIES, PairDataset, PairedSiteData
+from fedxalign.shared.device import pick_device
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.losses import orthogonality, paired_contrastive, prototype_loss
+from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
+from fedxalign.shared.models.fusion import FusionConfig, FusionHead, anchor_scores, build_fusion, draw_dropout, fusion_shapes
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import PrivacyLedger
+from fedxalign.shared.privacy.randomness import secure_torch_generator
+from fedxalign.shared.privacy.release import effective_release_sigma, release_joint
+from fedxalign.shared.protocol import FUSION_PREFIX, WEIGHT_PREFIX, GlobalState, ReplySpec, pack_paired_global
+from fedxalign.shared.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from client.training import TrainConfig, TrainReport, dp_train, embed
-from shared.atomic_files import write_npz
-from shared.data.site import SiteData, WindowDataset
-from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
-from shared.models.pretraining import load_pretrained, pretrained_path
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import BudgetExceeded, PrivacyLedger
-from shared.privacy.policy import PolicyRefusal
-from shared.privacy.release import PrototypeRelease, effective_release_sigma, release_prototypes
-from shared.protocol import WEIGHT_PREFIX, GlobalState, ReplySpec, check_reply, pack_global
+from fedxalign.client.training import TrainConfig, TrainReport, dp_train, embed
+from fedxalign.shared.atomic_files import write_npz
+from fedxalign.shared.data.site import SiteData, WindowDataset
+from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
+from fedxalign.shared.models.pretraining import load_pretrained, pretrained_path
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import BudgetExceeded, PrivacyLedger
+from fedxalign.shared.privacy.policy import PolicyRefusal
+from fedxalign.shared.privacy.release import PrototypeRelease, effective_release_sigma, release_prototypes
+from fedxalign.shared.protocol import WEIGHT_PREFIX, GlobalState, ReplySpec, check_reply, pack_global
 
 log = logging.getLogger(__name__)
 

@@ -13,17 +13,17 @@ import torch
 from opacus import PrivacyEngine
 from torch.utils.data import DataLoader
 
-from shared.device import model_device, pick_device
-from shared.errors import ConfigError, check_option
-from shared.train_config import TrainConfig
-from shared.losses import orthogonality, prototype_loss
-from shared.models.encoder import CrissCrossEncoder, set_trainable
-from shared.models.pretraining import PretrainConfig, dual_mask, reconstruction_loss, set_pretrainable
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import PrivacyLedger, calibrate_noise
-from shared.privacy.randomness import secure_torch_generator
-from shared.privacy.release import effective_release_sigma
-from shared.privacy.sampling import subject_loader, window_loader
+from fedxalign.shared.device import model_device, pick_device
+from fedxalign.shared.errors import ConfigError, check_option
+from fedxalign.shared.train_config import TrainConfig
+from fedxalign.shared.losses import orthogonality, prototype_loss
+from fedxalign.shared.models.encoder import CrissCrossEncoder, set_trainable
+from fedxalign.shared.models.pretraining import PretrainConfig, dual_mask, reconstruction_loss, set_pretrainable
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import PrivacyLedger, calibrate_noise
+from fedxalign.shared.privacy.randomness import secure_torch_generator
+from fedxalign.shared.privacy.release import effective_release_sigma
+from fedxalign.shared.privacy.sampling import subject_loader, window_loader
 
 log = logging.getLogger(__name__)
 

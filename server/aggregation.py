@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from shared.errors import check_option
+from fedxalign.shared.errors import check_option
 
 DEFAULT_COUNT_CAP = 10_000.0
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from server.aggregation import ModalityPrototypes
-from shared.losses import info_nce
-from shared.runconfig import AlignConfig
+from fedxalign.server.aggregation import ModalityPrototypes
+from fedxalign.shared.losses import info_nce
+from fedxalign.shared.runconfig import AlignConfig
 
 
 CHECK_EVERY = 20  # steps between convergence checks of the alignment fit

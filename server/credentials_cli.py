@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from server.credentials import make_credentials
-from shared.errors import ConfigError
+from fedxalign.server.credentials import make_credentials
+from fedxalign.shared.errors import ConfigError
 
 
 def write_connection(flwr_home: Path, name: str, address: str, ca: Path) -> Path:

@@ -21,10 +21,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_csv, write_json
-from shared.errors import FedXAlignError
-from shared.protocol import ReplySpec, message_records, reply_problems
-from shared.runconfig import RunSettings
+from fedxalign.server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_csv, write_json
+from fedxalign.shared.errors import FedXAlignError
+from fedxalign.shared.protocol import ReplySpec, message_records, reply_problems
+from fedxalign.shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Callable
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from server.federation_loop import run_federation
-from shared.runconfig import RunSettings
+from fedxalign.server.federation_loop import run_federation
+from fedxalign.shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from server.aggregation import ModalityPrototypes, aggregate_prototypes, aggregate_weights, cap_counts
-from server.alignment import AlignResult, align_prototypes, mean_cross_score
-from shared.atomic_files import write_npz
-from shared.protocol import FUSION_PREFIX, MODALITIES, PAIRED, WEIGHT_PREFIX, GlobalState, pack_global, pack_paired_global
-from shared.runconfig import RunSettings
+from fedxalign.server.aggregation import ModalityPrototypes, aggregate_prototypes, aggregate_weights, cap_counts
+from fedxalign.server.alignment import AlignResult, align_prototypes, mean_cross_score
+from fedxalign.shared.atomic_files import write_npz
+from fedxalign.shared.protocol import FUSION_PREFIX, MODALITIES, PAIRED, WEIGHT_PREFIX, GlobalState, pack_global, pack_paired_global
+from fedxalign.shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from shared.errors import ConfigError
+from fedxalign.shared.errors import ConfigError
 
 
 def pick_device(name: str = "auto") -> torch.device:

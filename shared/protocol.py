@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from shared.errors import FedXAlignError
+from fedxalign.shared.errors import FedXAlignError
 
 TRAIN_ARRAYS = ("prototypes", "counts")
 WEIGHT_PREFIX = "weights."

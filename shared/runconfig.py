@@ -14,15 +14,15 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.data.beats import BEAT_CHANNELS
-from shared.data.config import DataConfig, PreprocessConfig, SplitConfig
-from shared.errors import ConfigError, check_option
-from shared.models.encoder import EncoderConfig, weight_shapes
-from shared.models.fusion import FusionConfig, fusion_shapes
-from shared.privacy.config import PrivacyConfig
-from shared.protocol import MODALITIES, PAIRED, ReplySpec
-from shared.schema import build
-from shared.train_config import TrainConfig
+from fedxalign.shared.data.beats import BEAT_CHANNELS
+from fedxalign.shared.data.config import DataConfig, PreprocessConfig, SplitConfig
+from fedxalign.shared.errors import ConfigError, check_option
+from fedxalign.shared.models.encoder import EncoderConfig, weight_shapes
+from fedxalign.shared.models.fusion import FusionConfig, fusion_shapes
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.protocol import MODALITIES, PAIRED, ReplySpec
+from fedxalign.shared.schema import build
+from fedxalign.shared.train_config import TrainConfig
 
 AGGREGATORS = ("mean", "trimmed_mean", "median", "centered_clip")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, TypeVar
 
-from shared.errors import ConfigError
+from fedxalign.shared.errors import ConfigError
 
 T = TypeVar("T")
 

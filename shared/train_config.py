@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.schema import build
+from fedxalign.shared.schema import build
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from shared.data.config import DataConfig, SiteConfig
-from shared.data.features import FEATURES
-from shared.data.site import SiteData, federation_sites, load_federation_site
-from simulations.paths import CONFIG_DIR
+from fedxalign.shared.data.config import DataConfig, SiteConfig
+from fedxalign.shared.data.features import FEATURES
+from fedxalign.shared.data.site import SiteData, federation_sites, load_federation_site
+from fedxalign.configs import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from client.training import embed
-from shared.data.site import SiteData
-from shared.losses import prototype_loss
-from shared.device import pick_device
-from shared.models.encoder import CrissCrossEncoder, build_encoder, set_trainable
-from shared.models.pretraining import load_pretrained, pretrained_path
-from shared.runconfig import RunSettings
-from shared.schema import build
+from fedxalign.client.training import embed
+from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.losses import prototype_loss
+from fedxalign.shared.device import pick_device
+from fedxalign.shared.models.encoder import CrissCrossEncoder, build_encoder, set_trainable
+from fedxalign.shared.models.pretraining import load_pretrained, pretrained_path
+from fedxalign.shared.runconfig import RunSettings
+from fedxalign.shared.schema import build
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class CentralisedReference:
 
 def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, val: list[tuple[str, torch.Tensor, np.ndarray]]) -> float:
     """Mean over modalities of the nearest-anchor balanced accuracy on the pooled validation windows."""
-    from simulations.evaluate import balanced_accuracy
+    from fedxalign.simulations.evaluate import balanced_accuracy
 
     a = torch.nn.functional.normalize(anchors.detach(), dim=-1).cpu().numpy()
     scores = []

@@ -1,7 +1,7 @@
 """The privacy-utility curve of a sweep: one figure and one table from the runs of `-m privacy.epsilon=3,8,inf`.
 
 Hydra calls `PrivacyCurve.on_multirun_end` when the sweep ends (configs/simulate.yaml); for a
-sweep folder from earlier, `python -m simulations.curve SWEEP_DIR`. Each run's `summary.json`
+sweep folder from earlier, `python -m fedxalign.simulations.curve SWEEP_DIR`. Each run's `summary.json`
 gives FedXAlign's within-modality (linear probe) and cross-modal scores at its epsilon; the
 references that spend no privacy (converged centralised, features, and local-only at the same
 epsilon) are drawn as lines at their mean over the runs.

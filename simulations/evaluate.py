@@ -20,14 +20,14 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from client.node import state_dir
-from client.site_round import load_encoder, local_anchors
-from client.training import embed
-from server.alignment import alignment_score
-from server.strategy import ServerState
-from shared.data.site import SiteData
-from shared.models.encoder import CrissCrossEncoder
-from shared.runconfig import RunSettings
+from fedxalign.client.node import state_dir
+from fedxalign.client.site_round import load_encoder, local_anchors
+from fedxalign.client.training import embed
+from fedxalign.server.alignment import alignment_score
+from fedxalign.server.strategy import ServerState
+from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.models.encoder import CrissCrossEncoder
+from fedxalign.shared.runconfig import RunSettings
 
 
 @dataclass

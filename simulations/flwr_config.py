@@ -1,5 +1,5 @@
 """Regenerate `[tool.flwr.app.config]` in pyproject.toml from the Hydra defaults, so `flwr run` and
-`make run` start from the same settings: `python -m simulations.flwr_config [--check]`."""
+`make run` start from the same settings: `python -m fedxalign.simulations.flwr_config [--check]`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from simulations.paths import CONFIG_DIR
-from simulations.settings import run_settings
+from fedxalign.configs import CONFIG_DIR
+from fedxalign.simulations.settings import run_settings
 
 PYPROJECT = Path(CONFIG_DIR).parent / "pyproject.toml"
 HEADER = "[tool.flwr.app.config]"

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.node import state_dir
-from client.paired_round import load_fusion
-from client.site_round import PAIRED_ENCODER_FILES, load_encoder
-from client.training import embed
-from server.strategy import ServerState
-from shared.data.paired import MODALITIES, PairedSiteData
-from shared.data.site import SiteData
-from shared.models.fusion import CONDITIONS, STRATEGIES, anchor_scores
-from shared.runconfig import RunSettings
-from simulations.evaluate import balanced_accuracy
+from fedxalign.client.node import state_dir
+from fedxalign.client.paired_round import load_fusion
+from fedxalign.client.site_round import PAIRED_ENCODER_FILES, load_encoder
+from fedxalign.client.training import embed
+from fedxalign.server.strategy import ServerState
+from fedxalign.shared.data.paired import MODALITIES, PairedSiteData
+from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.models.fusion import CONDITIONS, STRATEGIES, anchor_scores
+from fedxalign.shared.runconfig import RunSettings
+from fedxalign.simulations.evaluate import balanced_accuracy
 
 COLUMNS = (("both", "both"), ("eeg", "EEG only"), ("ecg", "ECG only"), ("eeg_sites", "EEG sites"), ("ecg_sites", "ECG sites"))
 ALONE = "encoder alone"

@@ -8,8 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from shared.data.synthetic.federation import FederationSpec, generate_federation
-from simulations.paths import CONFIG_DIR
+from fedxalign.shared.data.synthetic.federation import FederationSpec, generate_federation
+from fedxalign.configs import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 

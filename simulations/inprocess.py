@@ -13,12 +13,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from client.node import state_dir
-from client.site_round import train_round
-from server.strategy import ServerState, SiteResult, aggregate_round
-from shared.data.site import SiteData
-from shared.protocol import GlobalState
-from shared.runconfig import RunSettings
+from fedxalign.client.node import state_dir
+from fedxalign.client.site_round import train_round
+from fedxalign.server.strategy import ServerState, SiteResult, aggregate_round
+from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.protocol import GlobalState
+from fedxalign.shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def run_baseline(kind: str, settings: RunSettings, state_root: Path, threads: in
     """
     import torch
 
-    from shared.data.config import SiteConfig
-    from shared.data.site import federation_sites, load_federation_site
+    from fedxalign.shared.data.config import SiteConfig
+    from fedxalign.shared.data.site import federation_sites, load_federation_site
 
     torch.set_num_threads(threads)
     root = Path(settings.federation.federation_dir)

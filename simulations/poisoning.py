@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.aggregation import DEFAULT_COUNT_CAP, aggregate_prototypes, aggregate_weights, cap_counts
+from fedxalign.server.aggregation import DEFAULT_COUNT_CAP, aggregate_prototypes, aggregate_weights, cap_counts
 
 ATTACKS = ("prototypes_x100", "negated_means", "counts_1e9", "weights_x100")
 

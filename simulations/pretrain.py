@@ -19,14 +19,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from shared.data.config import DataConfig, SiteConfig, fingerprint
-from shared.data.site import federation_sites, load_federation_site
-from shared.data.synthetic.federation import MANIFEST, generate_federation
-from shared.models.encoder import EncoderConfig, build_encoder
-from shared.models.pretraining import PretrainConfig, pretrain, save_checkpoint
-from shared.runconfig import RunSettings, encoder_for
-from simulations.generate import federation_spec
-from simulations.paths import CONFIG_DIR
+from fedxalign.shared.data.config import DataConfig, SiteConfig, fingerprint
+from fedxalign.shared.data.site import federation_sites, load_federation_site
+from fedxalign.shared.data.synthetic.federation import MANIFEST, generate_federation
+from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
+from fedxalign.shared.models.pretraining import PretrainConfig, pretrain, save_checkpoint
+from fedxalign.shared.runconfig import RunSettings, encoder_for
+from fedxalign.simulations.generate import federation_spec
+from fedxalign.configs import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 

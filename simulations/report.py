@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
-from simulations.evaluate import SiteEmbeddings  # noqa: E402
+from fedxalign.simulations.evaluate import SiteEmbeddings  # noqa: E402
 
 METHOD_LABELS = {"fedxalign": "FedXAlign (aligned)", "fedavg": "FedAvg, no alignment", "local": "local only",
                  "central": "centralised, pooled, non-private, converged", "features": "features + logistic regression"}

@@ -1,6 +1,6 @@
 """The main job: simulate the whole federation on this machine with Flower's simulation engine.
 
-`python -m simulations.run [hydra overrides]` (README's `make run`). Generates the configured
+`python -m fedxalign.simulations.run [hydra overrides]` (README's `make run`). Generates the configured
 synthetic federation when it is missing, runs FedXAlign in Flower's simulation engine, then the
 baselines in-process (local-only, per-modality FedAvg without alignment, centralised pooled
 non-private), and writes a results folder with metrics, the config used and plots.
@@ -23,17 +23,17 @@ import hydra
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from shared.data.config import SiteConfig
-from shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
-from shared.data.site import SiteData, federation_sites, load_federation_site
-from shared.data.synthetic.federation import MANIFEST, generate_federation
-from shared.privacy.policy import describe_unit
-from shared.runconfig import RunSettings
-from simulations.generate import federation_spec
-from simulations.paths import CONFIG_DIR
-from simulations.settings import run_settings, simulated_site_policy
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
+from fedxalign.shared.data.site import SiteData, federation_sites, load_federation_site
+from fedxalign.shared.data.synthetic.federation import MANIFEST, generate_federation
+from fedxalign.shared.privacy.policy import describe_unit
+from fedxalign.shared.runconfig import RunSettings
+from fedxalign.simulations.generate import federation_spec
+from fedxalign.configs import CONFIG_DIR
+from fedxalign.simulations.settings import run_settings, simulated_site_policy
 
-log = logging.getLogger("simulations.run")
+log = logging.getLogger("fedxalign.simulations.run")
 
 
 def quiet_libraries() -> None:
@@ -77,8 +77,8 @@ def progress_printer(rounds: int):
 def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> None:
     from flwr.simulation import run_simulation
 
-    from client.client_app import make_client_app
-    from server.server_app import make_server_app
+    from fedxalign.client.client_app import make_client_app
+    from fedxalign.server.server_app import make_server_app
 
     quiet_libraries()
     logging.getLogger("flwr").setLevel(logging.ERROR)  # run_simulation's deprecation notice; our loop logs failures
@@ -93,7 +93,7 @@ def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> N
 
 def run_dp_baselines(kinds: list[str], settings: RunSettings, root: Path, cpus_per_job: float) -> None:
     """The DP baselines side by side, one process each (as many at once as there are cores for them)."""
-    from simulations.inprocess import run_baseline
+    from fedxalign.simulations.inprocess import run_baseline
 
     if not kinds:
         return
@@ -107,8 +107,8 @@ def run_dp_baselines(kinds: list[str], settings: RunSettings, root: Path, cpus_p
 def _fusion(paired: list[PairedSiteData], sites: list[SiteData], settings: RunSettings, out: Path, state):
     if not paired or not settings.fusion.enabled:
         return None
-    from server.strategy import write_csv
-    from simulations.fusion_eval import fusion_table
+    from fedxalign.server.strategy import write_csv
+    from fedxalign.simulations.fusion_eval import fusion_table
 
     table = fusion_table(paired, sites, settings, out / "state", state)
     write_csv(out / "fusion.csv", [{"strategy": r, **cols} for r, cols in table.rows.items()])
@@ -116,12 +116,12 @@ def _fusion(paired: list[PairedSiteData], sites: list[SiteData], settings: RunSe
 
 
 def simulate(cfg: DictConfig) -> dict:
-    from server.strategy import ServerState, write_csv
-    from simulations import report
-    from simulations.baseline import feature_baseline
-    from simulations.centralised import ReferenceConfig, train_centralised
-    from simulations.evaluate import evaluate, feature_row, from_centralised, from_states
-    from simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
+    from fedxalign.server.strategy import ServerState, write_csv
+    from fedxalign.simulations import report
+    from fedxalign.simulations.baseline import feature_baseline
+    from fedxalign.simulations.centralised import ReferenceConfig, train_centralised
+    from fedxalign.simulations.evaluate import evaluate, feature_row, from_centralised, from_states
+    from fedxalign.simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
 
     t0 = time.time()
     settings = run_settings(cfg)
@@ -131,7 +131,7 @@ def simulate(cfg: DictConfig) -> dict:
         log.info("generating the %r federation under %s", cfg.federation.name, root)
         generate_federation(federation_spec(cfg.federation), root)
     if cfg.pretraining.source == "public":
-        from simulations.pretrain import ensure_pretrained, pretrain_settings
+        from fedxalign.simulations.pretrain import ensure_pretrained, pretrain_settings
 
         template = ensure_pretrained(cfg.corpus, Path(cfg.paths.data_dir), Path(settings.federation.cache_dir), settings,
                                      pretrain_settings(cfg))
@@ -203,7 +203,7 @@ def simulate(cfg: DictConfig) -> dict:
               f"(early stopping, patience {cfg.reference.patience}); FedXAlign transfer = "
               f"{summary['transfer_vs_central']['fedxalign']:.2f} of it")
     if fusion:
-        from simulations.fusion_eval import format_table
+        from fedxalign.simulations.fusion_eval import format_table
 
         t = fusion.targets()
         print()

@@ -6,8 +6,8 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from shared.privacy.policy import SitePolicy
-from shared.runconfig import RunSettings
+from fedxalign.shared.privacy.policy import SitePolicy
+from fedxalign.shared.runconfig import RunSettings
 
 
 def run_settings(cfg: DictConfig) -> RunSettings:

@@ -8,10 +8,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from shared.data.config import DataConfig
-from simulations.generate import federation_spec
-from simulations.paths import CONFIG_DIR
-from shared.data.synthetic.federation import generate_federation
+from fedxalign.shared.data.config import DataConfig
+from fedxalign.simulations.generate import federation_spec
+from fedxalign.configs import CONFIG_DIR
+from fedxalign.shared.data.synthetic.federation import generate_federation
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
@@ -46,9 +46,9 @@ def real_dir() -> Path:
 @pytest.fixture(scope="session")
 def eeg_site_data(tmp_path_factory, data_cfg):
     """One generated EEG site big enough to train on (6 subjects x 18 min), loaded as SiteData."""
-    from shared.data.config import SiteConfig
-    from shared.data.site import load_site
-    from shared.data.synthetic.federation import FederationSpec
+    from fedxalign.shared.data.config import SiteConfig
+    from fedxalign.shared.data.site import load_site
+    from fedxalign.shared.data.synthetic.federation import FederationSpec
 
     root = tmp_path_factory.mktemp("train_site")
     spec = FederationSpec.from_mapping({"seed": 5, "sites": [{"name": "eeg_train", "modality": "eeg", "format": "edf",
@@ -67,7 +67,7 @@ PAIRED_SPEC = {"seed": 3, "paired": [{"name": "psg", "eeg": {"format": "edf", "s
 @pytest.fixture(scope="session")
 def paired_folder(tmp_path_factory) -> Path:
     """A generated paired site (EEG + ECG of the same 4 subjects, 9 min each), as its folder with paired.yaml."""
-    from shared.data.synthetic.federation import FederationSpec
+    from fedxalign.shared.data.synthetic.federation import FederationSpec
 
     root = tmp_path_factory.mktemp("paired")
     generate_federation(FederationSpec.from_mapping(PAIRED_SPEC), root, progress=False)
@@ -76,6 +76,6 @@ def paired_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def paired_data(paired_folder, data_cfg):
-    from shared.data.paired import load_paired_site
+    from fedxalign.shared.data.paired import load_paired_site
 
     return load_paired_site(paired_folder, data_cfg)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.atomic_files import write_npz
+from fedxalign.shared.atomic_files import write_npz
 
 log = logging.getLogger(__name__)
 

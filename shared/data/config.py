@@ -15,8 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from shared.errors import ConfigError, check_option
-from shared.schema import build
+from fedxalign.shared.errors import ConfigError, check_option
+from fedxalign.shared.schema import build
 
 MODALITIES = ("eeg", "ecg")
 FORMATS = ("edf", "bdf", "wfdb")

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import yaml
 
-from shared.data.config import DataConfig, SiteConfig
-from shared.data.site import SiteData, load_federation_site
-from shared.data.split import split_subjects
-from shared.errors import ConfigError, SiteError
+from fedxalign.shared.data.config import DataConfig, SiteConfig
+from fedxalign.shared.data.site import SiteData, load_federation_site
+from fedxalign.shared.data.split import split_subjects
+from fedxalign.shared.errors import ConfigError, SiteError
 
 PAIRED_FILE = "paired.yaml"
 PAIRS_FILE = "pairs.tsv"

@@ -12,10 +12,10 @@ import mne
 import numpy as np
 from scipy.signal import resample_poly
 
-from shared.data.beats import beat_channels, r_peaks
-from shared.data.config import PreprocessConfig, SiteConfig, check_label_map
-from shared.data.readers.base import Annotation, RawRecord, is_electrical
-from shared.errors import RecordError
+from fedxalign.shared.data.beats import beat_channels, r_peaks
+from fedxalign.shared.data.config import PreprocessConfig, SiteConfig, check_label_map
+from fedxalign.shared.data.readers.base import Annotation, RawRecord, is_electrical
+from fedxalign.shared.errors import RecordError
 
 
 # a label may miss this share of a window and still count as covering it (first-sample notes, rounding)

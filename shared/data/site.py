@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared.data import cache
-from shared.data.config import DataConfig, PreprocessConfig, SiteConfig, fingerprint
-from shared.data.preprocess import preprocess_record
-from shared.data.readers import get_reader
-from shared.data.split import split_subjects
-from shared.errors import RecordError, SiteError
+from fedxalign.shared.data import cache
+from fedxalign.shared.data.config import DataConfig, PreprocessConfig, SiteConfig, fingerprint
+from fedxalign.shared.data.preprocess import preprocess_record
+from fedxalign.shared.data.readers import get_reader
+from fedxalign.shared.data.split import split_subjects
+from fedxalign.shared.errors import RecordError, SiteError
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
-from shared.data.config import DataConfig, PreprocessConfig, SiteConfig
-from shared.data.site import SiteData, load_site
-from shared.data.split import SPLITS
-from shared.errors import SiteError
-from shared.privacy.policy import SitePolicy, describe_unit
+from fedxalign.shared.data.config import DataConfig, PreprocessConfig, SiteConfig
+from fedxalign.shared.data.site import SiteData, load_site
+from fedxalign.shared.data.split import SPLITS
+from fedxalign.shared.errors import SiteError
+from fedxalign.shared.privacy.policy import SitePolicy, describe_unit
 
 
 @dataclass
@@ -153,7 +153,7 @@ class PairedReport:
 
 def check_paired_site(folder: str | Path, data: DataConfig, progress: bool = True, policy: SitePolicy | None = None) -> PairedReport:
     """Check each half as a site, then pair them: how many epochs hold both modalities, and which record pairs are refused."""
-    from shared.data.paired import PairedSiteConfig, pair_site, pairs_table
+    from fedxalign.shared.data.paired import PairedSiteConfig, pair_site, pairs_table
 
     folder = Path(folder)
     cfg = PairedSiteConfig.from_dir(folder)

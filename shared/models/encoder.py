@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from opacus.grad_sample import register_grad_sampler
 from torch import nn
 
-from shared.errors import ConfigError, check_option
-from shared.schema import build
+from fedxalign.shared.errors import ConfigError, check_option
+from fedxalign.shared.schema import build
 
 
 @dataclass(frozen=True)

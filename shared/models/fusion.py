@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.errors import ConfigError, check_option
-from shared.schema import build
+from fedxalign.shared.errors import ConfigError, check_option
+from fedxalign.shared.schema import build
 
 KINDS = ("concat", "gated")
 STRATEGIES = ("zero", "mean", "reconstruct", "masked")

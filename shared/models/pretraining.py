@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared.device import pick_device
-from shared.errors import ConfigError
-from shared.models.encoder import TASK_PARTS, CrissCrossEncoder, EncoderConfig, load_cbramod_weights
-from shared.schema import build
+from fedxalign.shared.device import pick_device
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.models.encoder import TASK_PARTS, CrissCrossEncoder, EncoderConfig, load_cbramod_weights
+from fedxalign.shared.schema import build
 
 CHECKPOINT_FORMAT = "fedxalign-pretrained-v1"
 
@@ -115,7 +115,7 @@ def set_pretrainable(model: CrissCrossEncoder) -> None:
 
 
 def save_checkpoint(model: CrissCrossEncoder, path: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
-    from shared.atomic_files import replace_atomically
+    from fedxalign.shared.atomic_files import replace_atomically
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

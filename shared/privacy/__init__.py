@@ -1,6 +1,6 @@
 """Differential privacy of a site: its persistent ledger, noise calibration and the prototype release."""
 
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import BudgetExceeded, PrivacyLedger
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import BudgetExceeded, PrivacyLedger
 
 __all__ = ["BudgetExceeded", "PrivacyConfig", "PrivacyLedger"]

@@ -21,8 +21,8 @@ from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 from scipy.stats import beta
 
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.release import effective_release_sigma, release_prototypes
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.release import effective_release_sigma, release_prototypes
 
 
 class _AuditLedger:

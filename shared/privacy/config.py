@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.errors import ConfigError, check_option
-from shared.schema import build
+from fedxalign.shared.errors import ConfigError, check_option
+from fedxalign.shared.schema import build
 
 ACCOUNTANTS = ("rdp", "prv")
 UNITS = ("window", "subject")  # weakest first: a subject-level guarantee covers each of its windows

@@ -18,9 +18,9 @@ import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
-from shared.atomic_files import write_text
-from shared.errors import ConfigError, FedXAlignError
-from shared.privacy.config import PrivacyConfig
+from fedxalign.shared.atomic_files import write_text
+from fedxalign.shared.errors import ConfigError, FedXAlignError
+from fedxalign.shared.privacy.config import PrivacyConfig
 
 log = logging.getLogger(__name__)
 

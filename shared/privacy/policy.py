@@ -15,9 +15,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from shared.errors import ConfigError, FedXAlignError, check_option
-from shared.privacy.config import UNITS, PrivacyConfig
-from shared.schema import build
+from fedxalign.shared.errors import ConfigError, FedXAlignError, check_option
+from fedxalign.shared.privacy.config import UNITS, PrivacyConfig
+from fedxalign.shared.schema import build
 
 POLICY_FILE = "policy.yaml"
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.privacy.ledger import PrivacyLedger
-from shared.privacy.randomness import secure_numpy_rng
+from fedxalign.shared.privacy.ledger import PrivacyLedger
+from fedxalign.shared.privacy.randomness import secure_numpy_rng
 
 RELEASE_SENSITIVITY = math.sqrt(2.0)
 

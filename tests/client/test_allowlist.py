@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
-from client.allowlist import BAD_REQUEST, REFUSED_BY_POLICY, SITE_ERROR, WITHHELD, make_allowlist_mod
-from shared.privacy.policy import PolicyRefusal
-from shared.protocol import BadRequest, ReplySpec
+from fedxalign.client.allowlist import BAD_REQUEST, REFUSED_BY_POLICY, SITE_ERROR, WITHHELD, make_allowlist_mod
+from fedxalign.shared.privacy.policy import PolicyRefusal
+from fedxalign.shared.protocol import BadRequest, ReplySpec
 
 SPEC = ReplySpec(n_classes=5, embed_dim=8, epsilon_budget=8.0)
 MOD = make_allowlist_mod(lambda context: SPEC)

@@ -1,7 +1,7 @@
 import json
 import shutil
 
-from client.check_site import main
+from fedxalign.client.check_site import main
 
 
 def test_summary_of_a_generated_site(tiny_federation, capsys):
@@ -60,7 +60,7 @@ def test_the_check_says_what_the_budget_means_per_patient(tiny_federation, tmp_p
 
 
 def test_group_guarantee_is_the_standard_bound():
-    from shared.privacy.policy import group_guarantee
+    from fedxalign.shared.privacy.policy import group_guarantee
 
     assert group_guarantee(1.0, 1e-5, 1) == (1.0, 1e-5)
     eps, delta = group_guarantee(0.5, 1e-6, 3)

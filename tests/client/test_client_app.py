@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from client.allowlist import BAD_REQUEST, REFUSED_BY_POLICY
-from client.client_app import make_client_app
-from simulations.settings import run_settings
+from fedxalign.client.allowlist import BAD_REQUEST, REFUSED_BY_POLICY
+from fedxalign.client.client_app import make_client_app
+from fedxalign.simulations.settings import run_settings
 from tests.conftest import compose_config
 
 

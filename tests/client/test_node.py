@@ -1,8 +1,8 @@
 import pytest
 
-from client.node import resolve_node
-from shared.errors import ConfigError
-from simulations.settings import run_settings
+from fedxalign.client.node import resolve_node
+from fedxalign.shared.errors import ConfigError
+from fedxalign.simulations.settings import run_settings
 from tests.conftest import compose_config
 
 

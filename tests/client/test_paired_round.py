@@ -7,14 +7,14 @@ import pytest
 import torch
 from opacus import GradSampleModule
 
-from client.paired_round import PairedModel, paired_loss, train_paired_round
-from client.site_round import LEDGER_FILE, local_anchors
-from client.training import TrainConfig
-from shared.models.encoder import EncoderConfig, build_encoder
-from shared.models.fusion import FusionConfig, build_fusion
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.release import effective_release_sigma
-from shared.protocol import DisallowedReply, GlobalState, ReplySpec, check_reply, reply_problems
+from fedxalign.client.paired_round import PairedModel, paired_loss, train_paired_round
+from fedxalign.client.site_round import LEDGER_FILE, local_anchors
+from fedxalign.client.training import TrainConfig
+from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
+from fedxalign.shared.models.fusion import FusionConfig, build_fusion
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.release import effective_release_sigma
+from fedxalign.shared.protocol import DisallowedReply, GlobalState, ReplySpec, check_reply, reply_problems
 
 FAST = TrainConfig(local_epochs=1, planned_rounds=3)
 NONE = {"eeg": GlobalState(), "ecg": GlobalState()}
@@ -68,7 +68,7 @@ def test_a_paired_site_is_one_node_with_one_ledger_and_one_joint_release(paired_
 
 def test_a_paired_reply_passes_the_allow_list_with_both_modalities_and_nothing_else(paired_data, tmp_path):
     from tests.conftest import compose_config
-    from simulations.settings import run_settings
+    from fedxalign.simulations.settings import run_settings
 
     settings = run_settings(compose_config("simulate", [f"federation_run.results_dir={tmp_path}", "federation_run.rounds=3"]))
     cfgs = {m: settings.model_for(m) for m in ("eeg", "ecg")}

@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from client.site_round import LEDGER_FILE, site_seed, train_round
-from client.training import TrainConfig
-from shared.models.encoder import EncoderConfig
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import LedgerIntegrityError
-from shared.protocol import DisallowedReply, GlobalState, ReplySpec, check_reply
+from fedxalign.client.site_round import LEDGER_FILE, site_seed, train_round
+from fedxalign.client.training import TrainConfig
+from fedxalign.shared.models.encoder import EncoderConfig
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import LedgerIntegrityError
+from fedxalign.shared.protocol import DisallowedReply, GlobalState, ReplySpec, check_reply
 
 MODEL = EncoderConfig(d_model=16, n_heads=2, n_layers=1, embed_dim=16)
 FAST = TrainConfig(local_epochs=1, planned_rounds=3)
@@ -67,10 +67,10 @@ def test_release_noise_cannot_be_rebuilt_from_what_the_server_knows(eeg_site_dat
     """The landed code seeded the release from (site name, round) and DP-SGD from train.seed: rebuild both ways, and fail."""
     import torch
 
-    from client.site_round import ENCODER_FILE, load_encoder
-    from client.training import embed
-    from shared.privacy.ledger import PrivacyLedger
-    from shared.privacy.release import release_prototypes
+    from fedxalign.client.site_round import ENCODER_FILE, load_encoder
+    from fedxalign.client.training import embed
+    from fedxalign.shared.privacy.ledger import PrivacyLedger
+    from fedxalign.shared.privacy.release import release_prototypes
 
     dp = PrivacyConfig(epsilon=8.0)
     a = train_round(eeg_site_data, tmp_path / "a", MODEL, FAST, dp, GlobalState(), round_no=1)
@@ -127,7 +127,7 @@ def test_a_new_broadcast_for_a_seen_round_number_is_a_new_request(eeg_site_data,
 
 
 def test_the_policy_caps_how_many_rounds_a_site_takes_part_in(eeg_site_data, tmp_path):
-    from shared.privacy.policy import PolicyRefusal
+    from fedxalign.shared.privacy.policy import PolicyRefusal
 
     cfg = PrivacyConfig(epsilon=8.0)
     train_round(eeg_site_data, tmp_path, MODEL, FAST, cfg, GlobalState(), round_no=1, max_releases=1)
@@ -139,7 +139,7 @@ def test_the_policy_caps_how_many_rounds_a_site_takes_part_in(eeg_site_data, tmp
 def test_a_federated_pretraining_round_spends_budget_trains_the_encoder_and_releases_no_prototype(eeg_site_data, tmp_path):
     import torch
 
-    from client.site_round import load_encoder
+    from fedxalign.client.site_round import load_encoder
 
     cfg = PrivacyConfig(epsilon=8.0)
     before = load_encoder(tmp_path, MODEL, eeg_site_data.site.name, None).state_dict()

@@ -1,12 +1,12 @@
 import numpy as np
 import torch
 
-from client.training import TrainConfig, dp_train
-from shared.losses import prototype_loss
-from shared.models.encoder import EncoderConfig, build_encoder
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import PrivacyLedger
-from shared.privacy.sampling import poisson_rate
+from fedxalign.client.training import TrainConfig, dp_train
+from fedxalign.shared.losses import prototype_loss
+from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import PrivacyLedger
+from fedxalign.shared.privacy.sampling import poisson_rate
 
 
 def anchors(n=5, d=32):
@@ -88,7 +88,7 @@ def test_an_empty_poisson_batch_still_gets_the_noisy_update():
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    from client.training import _noise_only_step
+    from fedxalign.client.training import _noise_only_step
 
     model = build_encoder(EncoderConfig(d_model=16, n_heads=2, n_layers=1), seed=0).train()
     ds = TensorDataset(torch.randn(10, 2, 30, 100), torch.zeros(10, dtype=torch.long))
@@ -103,9 +103,9 @@ def test_an_empty_poisson_batch_still_gets_the_noisy_update():
 def test_without_dp_the_step_is_dp_sgds_without_noise(tmp_path):
     """DP off clips each sample's gradient and averages, like DP-SGD, and adds no noise: the two runs differ by the
     noise alone. (Clipping the batch gradient instead made non-private steps several times larger, and collapsed.)"""
-    from client.training import _loss
-    from shared.data.site import WindowDataset
-    from shared.models.encoder import set_trainable
+    from fedxalign.client.training import _loss
+    from fedxalign.shared.data.site import WindowDataset
+    from fedxalign.shared.models.encoder import set_trainable
 
     cfg = EncoderConfig(dropout=0.0)
     rng = np.random.default_rng(0)

@@ -5,15 +5,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from client.site_round import train_round
-from client.training import TrainConfig
-from shared.data.config import SiteConfig
-from shared.data.site import load_site
-from shared.data.synthetic.federation import FederationSpec, generate_federation
-from shared.models.encoder import EncoderConfig
-from shared.privacy.config import PrivacyConfig
-from shared.protocol import GlobalState
-from simulations.paths import CONFIG_DIR
+from fedxalign.client.site_round import train_round
+from fedxalign.client.training import TrainConfig
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.site import load_site
+from fedxalign.shared.data.synthetic.federation import FederationSpec, generate_federation
+from fedxalign.shared.models.encoder import EncoderConfig
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.protocol import GlobalState
+from fedxalign.configs import CONFIG_DIR
 
 MODEL = EncoderConfig(d_model=16, n_heads=2, n_layers=1, embed_dim=16)
 
@@ -65,7 +65,7 @@ def test_a_short_simulation_of_archive_layout_sites_with_the_shipped_configs(tmp
     """Sleep-EDF-named EEG and slpdb-named ECG sites, each described by its shipped config copied in unchanged."""
     import shutil
 
-    from simulations.run import simulate
+    from fedxalign.simulations.run import simulate
     from tests.conftest import compose_config
 
     fed = tmp_path / "fed"

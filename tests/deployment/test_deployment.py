@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from server.credentials import make_credentials
-from server.credentials_cli import write_connection
+from fedxalign.server.credentials import make_credentials
+from fedxalign.server.credentials_cli import write_connection
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 
@@ -97,7 +97,7 @@ def cluster(tiny_federation, tmp_path_factory):
         make_credentials(c.creds, ["localhost", "127.0.0.1"], [*SITES, "intruder"])
         c.start_superlink()
         write_connection(c.root / "flwrhome", "fedxalign", f"127.0.0.1:{c.port}", c.creds / "ca" / "ca.crt")
-        reg = subprocess.run([sys.executable, "-m", "server.credentials_cli", "register", "--out", str(c.creds),
+        reg = subprocess.run([sys.executable, "-m", "fedxalign.server.credentials_cli", "register", "--out", str(c.creds),
                               "--connection", "fedxalign", *sum((["--site", s] for s in SITES), [])],
                              env=c.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert reg.returncode == 0, reg.stdout + reg.stderr

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from server.aggregation import aggregate_prototypes, aggregate_weights, n_trimmed
-from shared.runconfig import FederationConfig
-from simulations.poisoning import ATTACKS, Scenario, shifts
-from shared.errors import ConfigError
+from fedxalign.server.aggregation import aggregate_prototypes, aggregate_weights, n_trimmed
+from fedxalign.shared.runconfig import FederationConfig
+from fedxalign.simulations.poisoning import ATTACKS, Scenario, shifts
+from fedxalign.shared.errors import ConfigError
 
 
 def test_weighted_mean_ignores_sites_that_did_not_release_a_class():
@@ -59,7 +59,7 @@ def test_one_poisoned_site_of_five_moves_the_default_aggregate_by_under_ten_perc
 
 
 def test_centered_clip_is_the_mean_of_agreeing_sites_and_bounds_an_outlier():
-    from server.aggregation import centered_clip_rows
+    from fedxalign.server.aggregation import centered_clip_rows
 
     rng = np.random.default_rng(0)
     honest = rng.normal(0, 1, (6, 8))

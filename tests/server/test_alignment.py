@@ -1,8 +1,8 @@
 import numpy as np
 
-from server.aggregation import ModalityPrototypes
-from server.alignment import align_prototypes, alignment_score
-from shared.runconfig import AlignConfig
+from fedxalign.server.aggregation import ModalityPrototypes
+from fedxalign.server.alignment import align_prototypes, alignment_score
+from fedxalign.shared.runconfig import AlignConfig
 
 
 def unit(x):

@@ -6,9 +6,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from server.credentials import make_credentials
-from server.credentials_cli import main, write_connection
-from shared.errors import ConfigError
+from fedxalign.server.credentials import make_credentials
+from fedxalign.server.credentials_cli import main, write_connection
+from fedxalign.shared.errors import ConfigError
 
 
 def test_layout_permissions_and_formats(tmp_path):

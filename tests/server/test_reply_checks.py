@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from server.federation_loop import checked_result
-from shared.data.config import DataConfig, PreprocessConfig
-from shared.models.encoder import EncoderConfig
-from shared.privacy.config import PrivacyConfig
-from shared.runconfig import AlignConfig, FederationConfig, RunSettings
-from shared.train_config import TrainConfig
+from fedxalign.server.federation_loop import checked_result
+from fedxalign.shared.data.config import DataConfig, PreprocessConfig
+from fedxalign.shared.models.encoder import EncoderConfig
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.runconfig import AlignConfig, FederationConfig, RunSettings
+from fedxalign.shared.train_config import TrainConfig
 
 SETTINGS = RunSettings(FederationConfig(), AlignConfig(), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
                        EncoderConfig(embed_dim=4, d_model=16, n_heads=2, n_layers=1), TrainConfig(), PrivacyConfig(epsilon=8.0))

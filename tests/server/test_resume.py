@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from server.federation_loop import CHECKPOINT, FederationError, RunLog, run_federation, start_state
-from server.strategy import ServerState
+from fedxalign.server.federation_loop import CHECKPOINT, FederationError, RunLog, run_federation, start_state
+from fedxalign.server.strategy import ServerState
 from tests.server.test_strategy import settings as base_settings
 
 

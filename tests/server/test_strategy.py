@@ -1,12 +1,12 @@
 import numpy as np
 
-from server.strategy import ServerState, SiteResult, aggregate_round
-from shared.protocol import WEIGHT_PREFIX
-from shared.runconfig import AlignConfig, FederationConfig, RunSettings
-from shared.data.config import DataConfig, PreprocessConfig
-from shared.models.encoder import EncoderConfig
-from shared.privacy.config import PrivacyConfig
-from shared.train_config import TrainConfig
+from fedxalign.server.strategy import ServerState, SiteResult, aggregate_round
+from fedxalign.shared.protocol import WEIGHT_PREFIX
+from fedxalign.shared.runconfig import AlignConfig, FederationConfig, RunSettings
+from fedxalign.shared.data.config import DataConfig, PreprocessConfig
+from fedxalign.shared.models.encoder import EncoderConfig
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.train_config import TrainConfig
 
 
 def settings(**fed):
@@ -59,7 +59,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_resumed_run_appends_to_its_logs(tmp_path):
-    from server.federation_loop import RunLog
+    from fedxalign.server.federation_loop import RunLog
 
     first = RunLog(rounds=[{"round": 1}], sites=[{"round": 1, "site": "a", "epsilon": 1.0}], evals=[])
     first.write(tmp_path)
@@ -119,7 +119,7 @@ def test_the_compounded_head_stays_a_rotation_over_many_rounds():
 
 
 def test_polar_factor_is_the_nearest_rotation():
-    from server.strategy import condition_number, polar_factor
+    from fedxalign.server.strategy import condition_number, polar_factor
 
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
@@ -140,7 +140,7 @@ def paired_result(site, seed, eeg_w, ecg_w, fusion_w):
 
 
 def test_a_paired_site_counts_in_each_modality_and_its_fusion_head_among_paired_sites_only():
-    from shared.protocol import unpack_paired_global
+    from fedxalign.shared.protocol import unpack_paired_global
 
     results = [result("e1", "eeg", 0, 1.0), result("c1", "ecg", 2, 100.0), paired_result("p1", 3, 3.0, 50.0, 7.0),
                paired_result("p2", 4, 3.0, 50.0, 9.0)]

@@ -3,9 +3,9 @@
 import torch
 from opacus import GradSampleModule
 
-from client.training import TrainConfig, _loss
-from shared.losses import orthogonality
-from shared.models.encoder import EncoderConfig, build_encoder
+from fedxalign.client.training import TrainConfig, _loss
+from fedxalign.shared.losses import orthogonality
+from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
 
 
 def per_sample_grads(model, x, y, anchors, present):
@@ -58,7 +58,7 @@ def _pair_grads(za, zb, y, loss_fn):
 
 
 def test_paired_contrastive_gradient_of_a_pair_ignores_the_other_pairs():
-    from shared.losses import info_nce, paired_contrastive
+    from fedxalign.shared.losses import info_nce, paired_contrastive
 
     g = torch.Generator().manual_seed(0)
     unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=-1)  # noqa: E731
@@ -74,7 +74,7 @@ def test_paired_contrastive_gradient_of_a_pair_ignores_the_other_pairs():
 
 
 def test_paired_contrastive_leaves_out_the_pairs_own_class_anchor_and_absent_classes():
-    from shared.losses import paired_contrastive
+    from fedxalign.shared.losses import paired_contrastive
 
     z = torch.nn.functional.normalize(torch.ones(1, 4), dim=-1)
     anchors = torch.eye(4)

@@ -1,8 +1,8 @@
 import pytest
 
-from shared.errors import ConfigError
-from shared.runconfig import RunSettings
-from simulations.settings import run_settings
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.runconfig import RunSettings
+from fedxalign.simulations.settings import run_settings
 from tests.conftest import compose_config
 
 
@@ -49,9 +49,9 @@ def test_infinite_epsilon_means_no_dp():
 def test_per_modality_overrides_survive_the_flat_run_config_and_patch_length_follows_the_preprocessing():
     from hydra import compose, initialize_config_dir
 
-    from shared.errors import ConfigError
-    from simulations.paths import CONFIG_DIR
-    from simulations.settings import run_settings
+    from fedxalign.shared.errors import ConfigError
+    from fedxalign.configs import CONFIG_DIR
+    from fedxalign.simulations.settings import run_settings
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("simulate", overrides=["+training.by_modality.ecg.lr=0.2", "+model.by_modality.ecg.global_bins=50",

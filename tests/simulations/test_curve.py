@@ -4,8 +4,8 @@ import math
 
 from hydra import compose, initialize_config_dir
 
-from simulations.curve import collect, write_curve
-from simulations.paths import CONFIG_DIR
+from fedxalign.simulations.curve import collect, write_curve
+from fedxalign.configs import CONFIG_DIR
 
 
 def _method(cross, eeg, ecg):
@@ -41,4 +41,4 @@ def test_no_finished_run_draws_nothing(tmp_path):
 def test_the_simulation_registers_the_curve_for_its_sweeps():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("simulate", return_hydra_config=True)
-    assert cfg.hydra.callbacks.privacy_curve._target_ == "simulations.curve.PrivacyCurve"
+    assert cfg.hydra.callbacks.privacy_curve._target_ == "fedxalign.simulations.curve.PrivacyCurve"

@@ -4,10 +4,10 @@ import dataclasses
 
 import torch
 
-from client.site_round import load_encoder
-import simulations.pretrain as sp
-from simulations.pretrain import ensure_pretrained, pretrain_settings
-from simulations.settings import run_settings
+from fedxalign.client.site_round import load_encoder
+import fedxalign.simulations.pretrain as sp
+from fedxalign.simulations.pretrain import ensure_pretrained, pretrain_settings
+from fedxalign.simulations.settings import run_settings
 from tests.conftest import compose_config
 
 
@@ -37,11 +37,11 @@ def test_the_pretrain_commands_checkpoints_load_into_the_encoders_a_run_builds(t
     import subprocess
     import sys
 
-    from shared.models.encoder import build_encoder
-    from shared.models.pretraining import load_pretrained
+    from fedxalign.shared.models.encoder import build_encoder
+    from fedxalign.shared.models.pretraining import load_pretrained
 
     out = tmp_path / "ckpt"
-    subprocess.run([sys.executable, "-m", "simulations.pretrain", f"corpus_dir={tiny_federation}", f"out_dir={out}",
+    subprocess.run([sys.executable, "-m", "fedxalign.simulations.pretrain", f"corpus_dir={tiny_federation}", f"out_dir={out}",
                     "pretraining.epochs=1", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
                    check=True, capture_output=True, text=True)
     settings = run_settings(compose_config("simulate", ["federation_run.results_dir=x"]))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from simulations.run import simulate
+from fedxalign.simulations.run import simulate
 from tests.conftest import compose_config
 
 

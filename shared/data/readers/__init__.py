@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from shared.data.config import FORMATS, SiteConfig
-from shared.data.readers.base import Annotation, RawRecord
-from shared.data.readers.edf import discover_edf_like, read_edf_like
-from shared.data.readers.wfdb_reader import discover_wfdb, read_wfdb
-from shared.errors import check_option
+from fedxalign.shared.data.config import FORMATS, SiteConfig
+from fedxalign.shared.data.readers.base import Annotation, RawRecord
+from fedxalign.shared.data.readers.edf import discover_edf_like, read_edf_like
+from fedxalign.shared.data.readers.wfdb_reader import discover_wfdb, read_wfdb
+from fedxalign.shared.errors import check_option
 
 
 @dataclass(frozen=True)

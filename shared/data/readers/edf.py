@@ -9,9 +9,9 @@ from pathlib import Path
 import mne
 import numpy as np
 
-from shared.data.config import SiteConfig
-from shared.data.readers.base import VOLT_SCALE, Annotation, RawRecord, is_electrical
-from shared.errors import RecordError
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.readers.base import VOLT_SCALE, Annotation, RawRecord, is_electrical
+from fedxalign.shared.errors import RecordError
 
 log = logging.getLogger(__name__)
 

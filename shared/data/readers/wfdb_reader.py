@@ -9,9 +9,9 @@ import numpy as np
 import wfdb
 from scipy.signal import resample_poly
 
-from shared.data.config import SiteConfig
-from shared.data.readers.base import Annotation, RawRecord
-from shared.errors import RecordError
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.readers.base import Annotation, RawRecord
+from fedxalign.shared.errors import RecordError
 
 _SUBJECT_COMMENT = re.compile(r"^\s*subject\s*[:=]\s*(\S+)", re.IGNORECASE)
 

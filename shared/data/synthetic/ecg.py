@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import neurokit2 as nk
 
-from shared.data.synthetic.eeg import band_noise
-from shared.data.synthetic.states import Subject
+from fedxalign.shared.data.synthetic.eeg import band_noise
+from fedxalign.shared.data.synthetic.states import Subject
 
 logging.getLogger("neurokit2").setLevel(logging.ERROR)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from neurodsp.sim import sim_bursty_oscillation, sim_powerlaw
 
-from shared.data.synthetic.states import Subject, epoch_envelope
+from fedxalign.shared.data.synthetic.states import Subject, epoch_envelope
 
 
 def band_noise(n: int, fs: float, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:

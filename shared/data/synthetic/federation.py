@@ -12,13 +12,13 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from shared.data.config import SiteConfig
-from shared.data.paired import PairedSiteConfig
-from shared.data.synthetic.ecg import simulate_ecg
-from shared.data.synthetic.eeg import simulate_eeg
-from shared.data.synthetic.states import STAGES, Subject, draw_hypnogram, draw_latent, draw_subject
-from shared.data.synthetic.writers import ExtraSignal, write_edf, write_hypnogram, write_wfdb
-from shared.errors import ConfigError, check_option
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.paired import PairedSiteConfig
+from fedxalign.shared.data.synthetic.ecg import simulate_ecg
+from fedxalign.shared.data.synthetic.eeg import simulate_eeg
+from fedxalign.shared.data.synthetic.states import STAGES, Subject, draw_hypnogram, draw_latent, draw_subject
+from fedxalign.shared.data.synthetic.writers import ExtraSignal, write_edf, write_hypnogram, write_wfdb
+from fedxalign.shared.errors import ConfigError, check_option
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.synthetic.writers import write_edf, write_wfdb
+from fedxalign.shared.data.synthetic.writers import write_edf, write_wfdb
 
 
 def sine_channels(n_ch: int, seconds: float, fs: float, seed: int = 0) -> np.ndarray:

@@ -1,7 +1,7 @@
 import neurokit2 as nk
 import numpy as np
 
-from shared.data.beats import DRR_SCALE_S, RR_CENTRE_S, RR_SCALE_S, beat_channels, r_peaks
+from fedxalign.shared.data.beats import DRR_SCALE_S, RR_CENTRE_S, RR_SCALE_S, beat_channels, r_peaks
 
 
 def test_r_peaks_follow_the_heart_rate_even_on_an_inverted_lead():

@@ -1,7 +1,7 @@
 import pytest
 
-from shared.data.config import PreprocessConfig, SiteConfig
-from shared.errors import ConfigError
+from fedxalign.shared.data.config import PreprocessConfig, SiteConfig
+from fedxalign.shared.errors import ConfigError
 
 
 def site(**kw):

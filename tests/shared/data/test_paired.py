@@ -4,8 +4,8 @@ import copy
 
 import numpy as np
 
-from shared.data.paired import PAIRED_FILE, federation_nodes, pair_site
-from shared.data.site_check import check_paired_site, format_paired_report
+from fedxalign.shared.data.paired import PAIRED_FILE, federation_nodes, pair_site
+from fedxalign.shared.data.site_check import check_paired_site, format_paired_report
 
 
 def test_every_epoch_with_both_modalities_is_a_pair_with_one_label(paired_data):

@@ -3,10 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.data.config import PreprocessConfig, SiteConfig
-from shared.data.preprocess import label_windows, normalise, preprocess_record
-from shared.data.readers.base import Annotation, RawRecord
-from shared.errors import RecordError
+from fedxalign.shared.data.config import PreprocessConfig, SiteConfig
+from fedxalign.shared.data.preprocess import label_windows, normalise, preprocess_record
+from fedxalign.shared.data.readers.base import Annotation, RawRecord
+from fedxalign.shared.errors import RecordError
 from tests.shared.data.helpers import sine_channels
 
 VOCAB = ["W", "N1"]

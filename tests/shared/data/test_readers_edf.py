@@ -4,9 +4,9 @@ import mne
 import numpy as np
 import pytest
 
-from shared.data.config import SiteConfig
-from shared.data.readers.edf import check_edf_header, find_hypnogram, read_edf_like
-from shared.errors import RecordError
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.readers.edf import check_edf_header, find_hypnogram, read_edf_like
+from fedxalign.shared.errors import RecordError
 from tests.shared.data.helpers import alternating_edf
 
 SITE = SiteConfig(name="s", modality="eeg", format="edf", label_map={"A": "W", "B": "N1"})
@@ -94,8 +94,8 @@ def _multi_rate_edf(path):
 
 
 def test_multi_rate_edf_each_channel_keeps_its_own_rate(tmp_path):
-    from shared.data.config import PreprocessConfig
-    from shared.data.preprocess import preprocess_record
+    from fedxalign.shared.data.config import PreprocessConfig
+    from fedxalign.shared.data.preprocess import preprocess_record
 
     path = tmp_path / "multi.edf"
     _multi_rate_edf(path)
@@ -111,8 +111,8 @@ def test_multi_rate_edf_each_channel_keeps_its_own_rate(tmp_path):
 def test_a_non_volt_channel_is_reported_and_refused_unless_allowed(tmp_path):
     from edfio import Edf, EdfAnnotation, EdfSignal
 
-    from shared.data.config import PreprocessConfig
-    from shared.data.preprocess import preprocess_record
+    from fedxalign.shared.data.config import PreprocessConfig
+    from fedxalign.shared.data.preprocess import preprocess_record
 
     rng = np.random.default_rng(0)
     eeg = EdfSignal(rng.normal(0, 20, 100 * 60), sampling_frequency=100, label="C3", physical_dimension="uV",
@@ -133,8 +133,8 @@ def test_a_non_volt_channel_is_reported_and_refused_unless_allowed(tmp_path):
 def test_edf_digital_extremes_drop_their_windows_only(tmp_path):
     from edfio import Edf, EdfAnnotation, EdfSignal
 
-    from shared.data.config import PreprocessConfig
-    from shared.data.preprocess import preprocess_record
+    from fedxalign.shared.data.config import PreprocessConfig
+    from fedxalign.shared.data.preprocess import preprocess_record
 
     rng = np.random.default_rng(0)
     x = rng.normal(0, 20, 100 * 120)
@@ -150,9 +150,9 @@ def test_edf_digital_extremes_drop_their_windows_only(tmp_path):
 def test_wfdb_gaps_drop_their_windows_only(tmp_path):
     import wfdb
 
-    from shared.data.config import PreprocessConfig
-    from shared.data.preprocess import preprocess_record
-    from shared.data.readers.wfdb_reader import read_wfdb
+    from fedxalign.shared.data.config import PreprocessConfig
+    from fedxalign.shared.data.preprocess import preprocess_record
+    from fedxalign.shared.data.readers.wfdb_reader import read_wfdb
 
     fs = 250
     d = (np.sin(2 * np.pi * 1.1 * np.arange(fs * 120) / fs) * 1000).astype(np.int16).reshape(-1, 1)

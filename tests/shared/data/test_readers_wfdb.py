@@ -2,9 +2,9 @@ from collections import Counter
 
 import pytest
 
-from shared.data.config import SiteConfig
-from shared.data.readers.wfdb_reader import read_wfdb
-from shared.errors import RecordError
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.readers.wfdb_reader import read_wfdb
+from fedxalign.shared.errors import RecordError
 from tests.shared.data.helpers import notes_wfdb
 
 
@@ -86,8 +86,8 @@ def test_multi_frequency_record_keeps_true_rates_and_annotation_times(tmp_path, 
 
 
 def test_a_slow_channel_is_refused_by_its_own_rate_in_a_fast_record(tmp_path):
-    from shared.data.config import PreprocessConfig
-    from shared.data.preprocess import preprocess_record
+    from fedxalign.shared.data.config import PreprocessConfig
+    from fedxalign.shared.data.preprocess import preprocess_record
 
     _multi_frequency_record(tmp_path, 500)
     site = ecg_site(label_map={"W": "W", "2": "N2"}, annotation_extension="st", channels=("RESP",))

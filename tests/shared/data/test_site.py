@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import wfdb
 
-from shared.data.config import SiteConfig
-from shared.data.site import load_site
-from shared.errors import SiteError
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.site import load_site
+from fedxalign.shared.errors import SiteError
 from tests.shared.data.helpers import alternating_edf, tree_digest
 
 VOCAB = ["W", "N1", "N2", "N3", "REM"]
@@ -144,7 +144,7 @@ def test_real_mitbih_site_with_rhythm_labels(real_dir, data_cfg, tmp_path):
     assert data.x.shape == (60, 2 + 2, 3000) and set(data.y) == {0}  # two leads, then the RR and |dRR| channels
     assert data.records[0].subject == "100" and data.records[0].sfreq == 360
     # the real record's 2273 beats in 30:06 are 75.5 per minute: the RR channel must say so
-    from shared.data.beats import RR_CENTRE_S, RR_SCALE_S
+    from fedxalign.shared.data.beats import RR_CENTRE_S, RR_SCALE_S
     assert abs(60.0 / np.mean(data.x[:, 2] * RR_SCALE_S + RR_CENTRE_S) - 75.5) < 2.0
 
 

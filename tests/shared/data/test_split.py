@@ -1,4 +1,4 @@
-from shared.data.split import split_subjects
+from fedxalign.shared.data.split import split_subjects
 
 
 def test_every_split_gets_a_subject_and_assignment_is_seeded():

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import yaml
 
-from shared.data.config import SiteConfig
-from shared.data.site import load_site
-from shared.data.synthetic.federation import FederationSpec, generate_federation
-from shared.data.synthetic.states import STAGES, draw_hypnogram
-from shared.errors import ConfigError
-from simulations.baseline import feature_baseline
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.site import load_site
+from fedxalign.shared.data.synthetic.federation import FederationSpec, generate_federation
+from fedxalign.shared.data.synthetic.states import STAGES, draw_hypnogram
+from fedxalign.shared.errors import ConfigError
+from fedxalign.simulations.baseline import feature_baseline
 from tests.shared.data.helpers import tree_digest
 
 PAIRED = {

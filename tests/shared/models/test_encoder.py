@@ -2,8 +2,8 @@ import pytest
 import torch
 from opacus.validators import ModuleValidator
 
-from shared.errors import ConfigError
-from shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder
 
 
 @pytest.mark.parametrize("n_chans", [1, 2, 3, 7])
@@ -83,7 +83,7 @@ def published_state(seed=0):
 def cbramod_config():
     from hydra import compose, initialize_config_dir
 
-    from simulations.paths import CONFIG_DIR
+    from fedxalign.configs import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose("simulate", overrides=["model=cbramod"])
@@ -93,7 +93,7 @@ def cbramod_config():
 
 
 def test_the_published_cbramod_weights_load_by_name():
-    from shared.models.encoder import load_cbramod_weights
+    from fedxalign.shared.models.encoder import load_cbramod_weights
 
     state = published_state()
     assert len(state) == 211 and sum(v.numel() for v in state.values()) == 4_924_000  # the document's totals
@@ -107,7 +107,7 @@ def test_the_published_cbramod_weights_load_by_name():
 
 
 def test_a_checkpoint_of_another_shape_or_layout_is_refused():
-    from shared.models.encoder import load_cbramod_weights
+    from fedxalign.shared.models.encoder import load_cbramod_weights
 
     model = build_encoder(cbramod_config(), seed=0)
     bad = published_state()
@@ -127,7 +127,7 @@ def test_opacus_per_sample_gradients_equal_one_sample_at_a_time():
     (hooks, and functorch for the packed attention) equal each sample's own gradient."""
     from opacus import GradSampleModule
 
-    from shared.models.encoder import set_trainable
+    from fedxalign.shared.models.encoder import set_trainable
 
     cfg = EncoderConfig(dropout=0.0, n_layers=2)
     model = build_encoder(cfg, seed=1)
@@ -149,7 +149,7 @@ def test_opacus_per_sample_gradients_equal_one_sample_at_a_time():
 @pytest.mark.parametrize("scope,expect", [("all", "encoder.layers.0.linear1.weight"), ("top", "encoder.layers.1.linear1.weight"),
                                            ("head", "head.weight")])
 def test_fine_tuning_scopes(scope, expect):
-    from shared.models.encoder import set_trainable
+    from fedxalign.shared.models.encoder import set_trainable
 
     model = build_encoder(EncoderConfig(n_layers=2), seed=0)
     names = set_trainable(model, scope, top_layers=1)
@@ -163,7 +163,7 @@ def test_fine_tuning_scopes(scope, expect):
 
 @pytest.mark.parametrize("channels", [1, 3, 25])
 def test_the_cheap_positional_convolution_equals_the_full_one(channels):
-    from shared.models.encoder import DepthwiseConv2d
+    from fedxalign.shared.models.encoder import DepthwiseConv2d
 
     cheap = DepthwiseConv2d(8, 8, kernel_size=(19, 7), padding=(9, 3), groups=8)
     full = torch.nn.Conv2d(8, 8, kernel_size=(19, 7), padding=(9, 3), groups=8)
@@ -174,7 +174,7 @@ def test_the_cheap_positional_convolution_equals_the_full_one(channels):
 
 @pytest.mark.parametrize("cin,k,stride,pad,width", [(1, 49, 25, 24, 100), (1, 49, 25, 24, 200), (4, 3, 1, 1, 8)])
 def test_the_row_convolution_equals_torchs(cin, k, stride, pad, width):
-    from shared.models.encoder import RowConv2d
+    from fedxalign.shared.models.encoder import RowConv2d
 
     fast = RowConv2d(cin, 5, kernel_size=(1, k), stride=(1, stride), padding=(0, pad))
     ref = torch.nn.Conv2d(cin, 5, kernel_size=(1, k), stride=(1, stride), padding=(0, pad))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.models.fusion import STRATEGIES, FusionHead, build_fusion, draw_dropout
+from fedxalign.shared.models.fusion import STRATEGIES, FusionHead, build_fusion, draw_dropout
 
 C = 5
 DIM = C  # the head reads anchor scores: C per modality

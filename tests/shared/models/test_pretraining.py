@@ -3,10 +3,10 @@ import dataclasses
 import pytest
 import torch
 
-from client.site_round import load_encoder
-from shared.errors import ConfigError
-from shared.models.encoder import EncoderConfig, build_encoder
-from shared.models.pretraining import (PretrainConfig, dual_mask, load_pretrained, pretrain, reconstruction_loss,
+from fedxalign.client.site_round import load_encoder
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
+from fedxalign.shared.models.pretraining import (PretrainConfig, dual_mask, load_pretrained, pretrain, reconstruction_loss,
                                        save_checkpoint)
 
 CFG = EncoderConfig(dropout=0.0)

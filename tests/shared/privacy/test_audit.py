@@ -1,6 +1,6 @@
 import pytest
 
-from shared.privacy.audit import audit_release, claimed_epsilon
+from fedxalign.shared.privacy.audit import audit_release, claimed_epsilon
 
 
 def test_claimed_epsilon_of_one_default_release():

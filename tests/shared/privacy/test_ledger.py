@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import BudgetExceeded, LedgerIntegrityError, PrivacyLedger, calibrate_noise
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import BudgetExceeded, LedgerIntegrityError, PrivacyLedger, calibrate_noise
 
 
 def test_golden_rdp_epsilon(tmp_path):

@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.policy import PolicyRefusal, RoundRequest, SitePolicy, enforce
+from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.policy import PolicyRefusal, RoundRequest, SitePolicy, enforce
 
 POLICY = SitePolicy(epsilon=8.0, delta=1e-5, unit="window", share_weights=False, max_rounds=10)
 

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from shared.privacy.config import PrivacyConfig
-from shared.privacy.ledger import PrivacyLedger
-from shared.privacy.release import add_release_noise, release_prototypes
+from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import PrivacyLedger
+from fedxalign.shared.privacy.release import add_release_noise, release_prototypes
 
 
 def unit_rows(n, d, rng):

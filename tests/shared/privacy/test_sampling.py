@@ -3,8 +3,8 @@ import math
 import numpy as np
 import torch
 
-from shared.privacy.release import RELEASE_SENSITIVITY, release_prototypes
-from shared.privacy.sampling import SubjectPoissonSampler, poisson_rate, window_loader
+from fedxalign.shared.privacy.release import RELEASE_SENSITIVITY, release_prototypes
+from fedxalign.shared.privacy.sampling import SubjectPoissonSampler, poisson_rate, window_loader
 
 
 def test_rate_is_the_loaders_not_batch_over_n():

@@ -1,0 +1,1 @@
+"""The coordinator: Flower ServerApp, robust aggregation and cross-modal alignment of prototypes."""

@@ -1,0 +1,1 @@
+"""Synthetic federation: state-driven EEG/ECG written in real formats (EDF, BDF, WFDB)."""

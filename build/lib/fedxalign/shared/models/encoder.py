@@ -1,0 +1,388 @@
+"""CBraMod's criss-cross transformer encoder (Wang et al., ICLR 2025), Opacus-safe and loadable from its weights.
+
+A window arrives as (batch, channels, patches, patch samples). Each patch gets CBraMod's
+convolutional and spectral embedding plus a convolutional positional encoding; every layer
+splits its heads between spatial attention (across channels at one patch) and temporal
+attention (across patches of one channel), in parallel. The published implementation folds
+channels or patches into the batch dimension, which breaks Opacus' per-sample gradients; here
+every parameterised op keeps the sample as the leading dimension, with the same parameter names
+and shapes. Attention over channels has no channel-identity embedding, so any channel count
+works and same-modality sites with different montages can average weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from opacus.grad_sample import register_grad_sampler
+from torch import nn
+
+from fedxalign.shared.errors import ConfigError, check_option
+from fedxalign.shared.schema import build
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Sizes of an encoder; `embed_dim` is the shared latent space, `specific_dim` > 0 adds a MISA-style private part.
+
+    Presets (configs/model/): `small` for 2-core CPUs and CI, `cbramod` for the published
+    CBraMod size (d 200, 12 layers, 8 heads, feed-forward 800, 200-sample patches), whose
+    weights load by name.
+    """
+
+    modality: str = "eeg"
+    patch_samples: int = 100
+    max_patches: int = 64
+    d_model: int = 16
+    n_layers: int = 1
+    n_heads: int = 2
+    mlp_ratio: int = 2
+    dropout: float = 0.1
+    norm_groups: int = 2  # GroupNorm groups of the convolutional patch embedding (CBraMod: 5 of 25 filters)
+    embed_dim: int = 32
+    specific_dim: int = 0
+    global_bins: int = 0  # > 0: add a whole-window log-spectrum token (this many bins up to global_max_hz)
+    global_max_hz: float = 25.0
+    derived_channels: int = 0  # trailing input channels that are not signals (ECG beat channels): left out of the spectrum token
+    sfreq: float = 100.0
+    pretrained: str = ""  # start weights: a file per modality, '{modality}' in the name (pretraining output or CBraMod's)
+
+    def __post_init__(self) -> None:
+        check_option("modality", self.modality, ("eeg", "ecg"))
+        if self.n_heads % 2 or (self.d_model // 2) % (self.n_heads // 2) or self.d_model % 2:
+            raise ConfigError(f"{self.n_heads=} must be even and split d_model/2={self.d_model // 2} evenly between spatial and temporal heads")
+        if self.d_model % self.conv_positions:
+            raise ConfigError(f"{self.d_model=} must be a multiple of the {self.conv_positions} positions the patch convolution "
+                              f"leaves of {self.patch_samples} samples")
+        if self.conv_filters % self.norm_groups:
+            raise ConfigError(f"{self.norm_groups=} must divide the {self.conv_filters} filters of the patch convolution")
+        if self.specific_dim not in (0, self.embed_dim):
+            raise ConfigError(f"{self.specific_dim=} must be 0 or embed_dim={self.embed_dim}: the MISA orthogonality is taken per "
+                              "sample (inv_i . spec_i), which DP-SGD's per-sample clipping needs, and that needs equal sizes")
+
+    @property
+    def conv_positions(self) -> int:
+        """Output length of CBraMod's first patch convolution (kernel 49, stride 25, padding 24)."""
+        return (self.patch_samples + 2 * 24 - 49) // 25 + 1
+
+    @property
+    def conv_filters(self) -> int:
+        return self.d_model // self.conv_positions
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> EncoderConfig:
+        return build(cls, values, "model")
+
+
+class PackedAttention(nn.Module):
+    """Multi-head self-attention over dim -2 of (batch, sequences, length, dim), parameters laid out as torch's
+    nn.MultiheadAttention (packed `in_proj_weight`, `out_proj`), so CBraMod's weights load by name.
+
+    The sample stays the leading dimension (nn.MultiheadAttention folds sequences into the batch,
+    which breaks Opacus' per-sample gradients); Opacus computes this module's per-sample
+    gradients with functorch. No dropout inside: functorch re-runs the forward per sample.
+    """
+
+    def __init__(self, dim: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *lead, n, dim = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).reshape(*lead, n, 3, self.n_heads, dim // self.n_heads)
+        q, k, v = qkv.movedim(-3, 0).transpose(-3, -2)  # each (*lead, heads, n, head_dim)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(o.transpose(-3, -2).reshape(*lead, n, dim))
+
+
+class CrissCrossLayer(nn.Module):
+    """Pre-norm block: the first half of the features attends across channels (same patch), the second half across
+    patches (same channel), in parallel; then a GELU feed-forward. Residuals around both."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        half = cfg.d_model // 2
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.self_attn_s = PackedAttention(half, cfg.n_heads // 2)
+        self.self_attn_t = PackedAttention(half, cfg.n_heads // 2)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.linear1 = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model)
+        self.linear2 = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        half = h.shape[-1] // 2
+        spatial = self.self_attn_s(h[..., :half].transpose(1, 2)).transpose(1, 2)  # across channels
+        temporal = self.self_attn_t(h[..., half:])  # across patches
+        x = x + self.dropout(torch.cat([spatial, temporal], dim=-1))
+        return x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+
+
+class Layers(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([CrissCrossLayer(cfg) for _ in range(cfg.n_layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """CBraMod's positional encoding: a depthwise, stride-1, "same" Conv2d over the (channel, patch) grid, made cheap.
+
+    With fewer channels than the kernel is tall (19), most kernel rows only ever meet padding:
+    the forward uses the rows that can touch a channel, which gives the same output. Opacus'
+    generic convolution rule unfolds the input into every kernel position of every feature,
+    which made this one layer cost more than the rest of the encoder; its per-sample gradient
+    is taken here as one grouped convolution instead. Same parameters and names as nn.Conv2d.
+    """
+
+    def used_rows(self, channels: int) -> int:
+        return min(self.padding[0], channels - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, ph = self.used_rows(x.shape[2]), self.padding[0]
+        weight = self.weight[:, :, ph - rows : ph + rows + 1]
+        return F.conv2d(x, weight, self.bias, padding=(rows, self.padding[1]), groups=self.groups)
+
+
+@register_grad_sampler(DepthwiseConv2d)
+def _depthwise_grad_sample(layer: DepthwiseConv2d, activations: list[torch.Tensor], backprops: torch.Tensor) -> dict:
+    x = activations[0]
+    b, c, h, w = x.shape
+    rows, ph, pw = layer.used_rows(h), layer.padding[0], layer.padding[1]
+    padded = F.pad(x, (pw, pw, rows, rows)).reshape(1, b * c, h + 2 * rows, w + 2 * pw)
+    used = F.conv2d(padded, backprops.reshape(b * c, 1, h, w), groups=b * c)  # correlation per (sample, feature)
+    grad_w = x.new_zeros(b, *layer.weight.shape)
+    grad_w[:, :, :, ph - rows : ph + rows + 1] = used.reshape(b, c, 1, 2 * rows + 1, -1)
+    out = {layer.weight: grad_w}
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops.sum(dim=(2, 3))
+    return out
+
+
+class RowConv2d(nn.Conv2d):
+    """A Conv2d with a (1, k) kernel (CBraMod's patch convolutions), run as one matrix product over unfolded rows.
+
+    oneDNN is slow for these shapes (one input row of a few samples, few filters); unfolding the
+    rows and multiplying gives the same output several times faster, and Opacus' per-sample
+    gradient becomes one einsum. Same parameters and names as nn.Conv2d.
+    """
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        # (b, in, h, w) -> (b, h, out_w, in * k)
+        pw, k, sw = self.padding[1], self.kernel_size[1], self.stride[1]
+        cols = F.pad(x, (pw, pw)).unfold(-1, k, sw)  # (b, in, h, out_w, k)
+        return cols.permute(0, 2, 3, 1, 4).flatten(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(self._rows(x), self.weight.flatten(1), self.bias)  # (b, h, out_w, out)
+        return out.permute(0, 3, 1, 2)
+
+
+@register_grad_sampler(RowConv2d)
+def _row_conv_grad_sample(layer: RowConv2d, activations: list[torch.Tensor], backprops: torch.Tensor) -> dict:
+    rows = layer._rows(activations[0])  # (b, h, out_w, in * k)
+    grad_w = torch.einsum("bhwi,bohw->boi", rows, backprops).reshape(len(rows), *layer.weight.shape)
+    out = {layer.weight: grad_w}
+    if layer.bias is not None and layer.bias.requires_grad:
+        out[layer.bias] = backprops.sum(dim=(2, 3))
+    return out
+
+
+class PatchEmbedding(nn.Module):
+    """CBraMod's patch embedding: a 3-layer convolution over each patch's samples plus a linear map of its amplitude
+    spectrum, then a depthwise convolution over the (channel, patch) grid as positional encoding."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        f, g = cfg.conv_filters, cfg.norm_groups
+        self.d_model = cfg.d_model
+        self.mask_encoding = nn.Parameter(torch.zeros(cfg.patch_samples), requires_grad=False)
+        self.proj_in = nn.Sequential(
+            RowConv2d(1, f, kernel_size=(1, 49), stride=(1, 25), padding=(0, 24)), nn.GroupNorm(g, f), nn.GELU(),
+            RowConv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
+            RowConv2d(f, f, kernel_size=(1, 3), padding=(0, 1)), nn.GroupNorm(g, f), nn.GELU(),
+        )
+        self.spectral_proj = nn.Sequential(nn.Linear(cfg.patch_samples // 2 + 1, cfg.d_model), nn.Dropout(cfg.dropout))
+        self.positional_encoding = nn.Sequential(
+            DepthwiseConv2d(cfg.d_model, cfg.d_model, kernel_size=(19, 7), padding=(9, 3), groups=cfg.d_model))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, channels, patches, samples) -> (batch, channels, patches, d_model); `mask` (bool, same grid) hides patches."""
+        b, c, p, s = x.shape
+        if mask is not None:
+            x = torch.where(mask.unsqueeze(-1), self.mask_encoding.expand_as(x), x)
+        conv = self.proj_in(x.reshape(b, 1, c * p, s))  # (b, filters, c*p, positions)
+        emb = conv.permute(0, 2, 1, 3).reshape(b, c, p, self.d_model)
+        emb = emb + self.spectral_proj(torch.fft.rfft(x, dim=-1, norm="forward").abs())
+        return emb + self.positional_encoding(emb.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class CrissCrossEncoder(nn.Module):
+    """Window -> L2-normalised embedding in the shared space (and optionally a specific part).
+
+    Contract shared by the EEG and ECG encoders: `config`, `n_outputs`, `forward(x,
+    return_features=False)`, `get_config()`, `from_config()`, `reset_head()`. Submodules
+    `patch_embedding`, `encoder.layers.N` and `proj_out` carry CBraMod's names and shapes
+    (`load_cbramod_weights`); `pool_norm`, `head`, `specific_head` and `global_embed` are this
+    project's task part.
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.patch_embedding = PatchEmbedding(cfg)
+        self.encoder = Layers(cfg)
+        self.proj_out = nn.Sequential(nn.Linear(cfg.d_model, cfg.patch_samples))  # masked-patch reconstruction
+        self.pool_norm = nn.LayerNorm(cfg.d_model)
+        self.global_embed = nn.Linear(cfg.global_bins, cfg.d_model) if cfg.global_bins > 0 else None
+        self.head = nn.Linear(cfg.d_model, cfg.embed_dim)
+        self.specific_head = nn.Linear(cfg.d_model, cfg.specific_dim) if cfg.specific_dim > 0 else None
+
+    @property
+    def n_outputs(self) -> int:
+        return self.config.embed_dim
+
+    def get_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> CrissCrossEncoder:
+        return cls(EncoderConfig.from_mapping(values))
+
+    def reset_head(self) -> None:
+        self.head.reset_parameters()
+        if self.specific_head is not None:
+            self.specific_head.reset_parameters()
+
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, channels, patches, samples) -> per-patch features (batch, channels, patches, d_model)."""
+        b, c, p, s = x.shape
+        if s != self.config.patch_samples or p > self.config.max_patches:
+            raise ConfigError(f"input has {p} patches of {s} samples; the encoder takes <= {self.config.max_patches} of {self.config.patch_samples}")
+        return self.encoder(self.patch_embedding(x, mask))
+
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Predicted samples of every patch (batch, channels, patches, samples) with the `mask`ed patches hidden."""
+        return self.proj_out(self.tokens(x, mask))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, patches, samples) -> pooled (batch, d_model)."""
+        pooled = self.pool_norm(self.tokens(x)).mean(dim=(1, 2))
+        if self.global_embed is not None:
+            pooled = pooled + self.global_embed(self._window_spectrum(x))
+        return pooled
+
+    def _window_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """Log power of the whole window, averaged over channels and pooled into `global_bins` bands.
+
+        1-s patches resolve 1 Hz at best; heart rate and its variability, or the sigma band, need
+        the finer resolution of the whole 30-s window.
+        """
+        if self.config.derived_channels:
+            x = x[:, : x.shape[1] - self.config.derived_channels]
+        b, c, p, s = x.shape
+        spec = torch.fft.rfft(x.reshape(b, c, p * s), dim=-1).abs().pow(2)
+        freqs = torch.fft.rfftfreq(p * s, d=1.0 / self.config.sfreq).to(x.device)
+        keep = spec[..., freqs <= self.config.global_max_hz]
+        n = keep.shape[-1] - keep.shape[-1] % self.config.global_bins
+        bands = keep[..., :n].reshape(b, c, self.config.global_bins, -1).mean(-1)
+        return torch.log1p(bands).mean(1)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Returns z (batch, embed_dim), unit norm; with `return_features`, (z, specific or None, pooled features)."""
+        f = self.features(x)
+        z = F.normalize(self.head(f), dim=-1)
+        if not return_features:
+            return z
+        spec = F.normalize(self.specific_head(f), dim=-1) if self.specific_head is not None else None
+        return z, spec, f
+
+
+ENCODERS: dict[str, type[CrissCrossEncoder]] = {"eeg": CrissCrossEncoder, "ecg": CrissCrossEncoder}
+
+
+def build_encoder(cfg: EncoderConfig, seed: int | None = None) -> CrissCrossEncoder:
+    """A freshly initialised encoder for `cfg.modality`; `seed` makes the initial weights reproducible."""
+    if seed is not None:
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+    try:
+        return ENCODERS[cfg.modality](cfg)
+    finally:
+        if seed is not None:
+            torch.random.set_rng_state(gen_state)
+
+
+@functools.lru_cache(maxsize=16)
+def weight_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of the encoder `cfg` builds: what a shared-weights message must hold (cached; do not mutate)."""
+    return {k: tuple(v.shape) for k, v in build_encoder(cfg, seed=0).state_dict().items()}
+
+
+CBRAMOD_PREFIXES = ("patch_embedding.", "encoder.layers.", "proj_out.")
+
+
+def load_cbramod_weights(model: CrissCrossEncoder, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> list[str]:
+    """Load CBraMod's published state dict (a plain dict of tensors) into `model`; returns the task keys left as initialised.
+
+    Every key must be one of the encoder's CBraMod keys with the same shape: a checkpoint of another
+    size or architecture is refused by name rather than half-loaded. The task part (head, pooling
+    norm, spectrum token) stays as initialised; fine-tuning trains it.
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    unknown = sorted(k for k in state if k not in own)
+    if unknown:
+        raise ConfigError(f"{source}: {len(unknown)} key(s) this encoder does not have, e.g. {unknown[:3]}")
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in state if tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        raise ConfigError(f"{source}: shapes differ from this encoder's (use the cbramod preset, 200-sample patches): {wrong[:3]}")
+    missing = sorted(k for k in own if k.startswith(CBRAMOD_PREFIXES) and k not in state)
+    if missing:
+        raise ConfigError(f"{source}: {len(missing)} CBraMod key(s) missing, e.g. {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+    return sorted(k for k in own if k not in state)
+
+
+TRAINABLE_SCOPES = ("all", "top", "head")
+TASK_PARTS = ("pool_norm.", "head.", "specific_head.", "global_embed.")  # this project's part, not CBraMod's
+
+
+def set_trainable(model: CrissCrossEncoder, scope: str = "all", top_layers: int = 1) -> list[str]:
+    """Freeze what a fine-tuning run leaves alone; returns the names of the parameters it trains.
+
+    `all`: everything but the reconstruction output (unused by the classification loss: Opacus
+    needs a per-sample gradient for every parameter it trains). `top`: the last `top_layers`
+    layers and the task part. `head`: the task part only (pooling norm, head, spectrum token),
+    the fewest parameters and so the least DP noise in total, on frozen pretrained features.
+    """
+    check_option("trainable", scope, TRAINABLE_SCOPES)
+    n = len(model.encoder.layers)
+    top = {f"encoder.layers.{i}." for i in range(max(0, n - top_layers), n)}
+    names = []
+    for name, p in model.named_parameters():
+        if name == "patch_embedding.mask_encoding" or name.startswith("proj_out."):
+            train = False
+        elif scope == "all":
+            train = True
+        else:
+            train = name.startswith(TASK_PARTS) or (scope == "top" and any(name.startswith(t) for t in top))
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    return names

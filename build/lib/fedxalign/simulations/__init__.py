@@ -1,0 +1,1 @@
+"""Researcher entry points: generate federations, run simulations, baselines and reports."""

@@ -1,0 +1,154 @@
+"""The researcher's view of a finished run: test embeddings of every site, within-modality and cross-modal scores.
+
+Cross-modal transfer (the design's headline figure): a logistic regression fitted on all EEG
+sites' test embeddings scores all ECG sites' test embeddings, and back; balanced accuracy.
+Within a site two scores: the nearest class anchor (what the federation itself predicts) and a
+linear probe fitted on the site's train and validation subjects, the protocol of the feature
+baseline, so the two rows compare like with like.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fedxalign.client.node import state_dir
+from fedxalign.client.site_round import load_encoder, local_anchors
+from fedxalign.client.training import embed
+from fedxalign.server.alignment import alignment_score
+from fedxalign.server.strategy import ServerState
+from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.models.encoder import CrissCrossEncoder
+from fedxalign.shared.runconfig import RunSettings
+
+
+@dataclass
+class SiteEmbeddings:
+    site: str
+    modality: str
+    z: np.ndarray
+    y: np.ndarray
+    anchors: np.ndarray
+    present: np.ndarray
+    z_fit: np.ndarray  # train + validation subjects' embeddings, for the per-site linear probe
+    y_fit: np.ndarray
+
+
+def from_states(sites: list[SiteData], settings: RunSettings, state_root: Path, server: ServerState | None,
+                anchor_key: str = "modality") -> list[SiteEmbeddings]:
+    """Embeddings from the model the federation ends with: the server's averaged encoder for the site's
+    modality when weights are shared (else the site's own last encoder), projected by the server's head."""
+    out = []
+    n_classes = len(sites[0].vocabulary)
+    for d in sites:
+        m = d.site.modality
+        final = server.weights.get(m) if server is not None else None
+        model = load_encoder(state_dir(state_root, d.site.name), settings.model_for(m), d.site.name, final)
+        head = torch.from_numpy(server.heads[m]) if server is not None and m in server.heads else None
+        if server is not None and m in server.anchors:
+            anchors, present = server.anchors[m], server.present[m]
+        else:
+            key = m if anchor_key == "modality" else d.site.name
+            anchors, present = local_anchors(key, n_classes, settings.model.embed_dim), np.ones(n_classes, bool)
+        out.append(_site_embeddings(d, model, head, anchors, present))
+    return out
+
+
+def _site_embeddings(d: SiteData, model: CrissCrossEncoder, head: torch.Tensor | None, anchors: np.ndarray,
+                     present: np.ndarray) -> SiteEmbeddings:
+    test = d.dataset("test")
+    fit = d.dataset(None)
+    keep = d.split != "test"
+    return SiteEmbeddings(d.site.name, d.site.modality, embed(model, test.x, head), test.y.numpy(), anchors, present,
+                          embed(model, fit.x[torch.from_numpy(keep)], head), fit.y.numpy()[keep])
+
+
+def from_centralised(sites: list[SiteData], encoders: dict[str, CrissCrossEncoder], anchors: np.ndarray) -> list[SiteEmbeddings]:
+    return [_site_embeddings(d, encoders[d.site.modality], None, anchors, np.ones(len(anchors), bool)) for d in sites]
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(balanced_accuracy_score(y, pred))
+
+
+def within_site(e: SiteEmbeddings) -> float:
+    if len(e.y) == 0:
+        return float("nan")
+    scores = e.z @ (e.anchors / np.linalg.norm(e.anchors, axis=1, keepdims=True)).T
+    scores[:, ~e.present] = -np.inf
+    return balanced_accuracy(e.y, scores.argmax(1))
+
+
+def linear_probe(e: SiteEmbeddings) -> float:
+    """A logistic regression on the site's train+val embeddings, scored on its test subjects (as the feature baseline)."""
+    present = np.unique(e.y_fit)
+    keep = np.isin(e.y, present)
+    if len(present) < 2 or not keep.any():
+        return float("nan")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")).fit(e.z_fit, e.y_fit)
+    return balanced_accuracy(e.y[keep], clf.predict(e.z[keep]))
+
+
+def transfer(src: list[SiteEmbeddings], dst: list[SiteEmbeddings]) -> float:
+    """Balanced accuracy on `dst` of a logistic regression fitted on `src` (pooled test embeddings)."""
+    xs, ys = np.concatenate([e.z for e in src]), np.concatenate([e.y for e in src])
+    xd, yd = np.concatenate([e.z for e in dst]), np.concatenate([e.y for e in dst])
+    if len(np.unique(ys)) < 2 or len(yd) == 0:
+        return float("nan")
+    clf = LogisticRegression(max_iter=2000, class_weight="balanced").fit(xs, ys)
+    return balanced_accuracy(yd, clf.predict(xd))
+
+
+def class_means(embs: list[SiteEmbeddings], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    z, y = np.concatenate([e.z for e in embs]), np.concatenate([e.y for e in embs])
+    means = np.zeros((n_classes, z.shape[1]))
+    present = np.zeros(n_classes, bool)
+    for c in range(n_classes):
+        if (y == c).any():
+            means[c], present[c] = z[y == c].mean(0), True
+    return means, present
+
+
+def evaluate(embs: list[SiteEmbeddings], n_classes: int) -> dict:
+    eeg = [e for e in embs if e.modality == "eeg" and len(e.y)]
+    ecg = [e for e in embs if e.modality == "ecg" and len(e.y)]
+    me, pe = class_means(eeg, n_classes)
+    mc, pc = class_means(ecg, n_classes)
+    within = {e.site: within_site(e) for e in embs}
+    probe = {e.site: linear_probe(e) for e in embs}
+    return {
+        "eeg_to_ecg": transfer(eeg, ecg),
+        "ecg_to_eeg": transfer(ecg, eeg),
+        "within_eeg": _mean([within[e.site] for e in eeg]),
+        "within_ecg": _mean([within[e.site] for e in ecg]),
+        "probe_eeg": _mean([probe[e.site] for e in eeg]),
+        "probe_ecg": _mean([probe[e.site] for e in ecg]),
+        "alignment_score": alignment_score(mc, me, pe & pc),
+        "within_site": within,
+        "probe_site": probe,
+    }
+
+
+def feature_row(results: list) -> dict:
+    """The feature baseline (simulations.baseline) as a methods row: a per-site classifier, so only the probe columns."""
+    probe = {r.site: r.balanced_accuracy for r in results}
+    nan = float("nan")
+    return {"eeg_to_ecg": nan, "ecg_to_eeg": nan, "within_eeg": nan, "within_ecg": nan,
+            "probe_eeg": _mean([r.balanced_accuracy for r in results if r.modality == "eeg"]),
+            "probe_ecg": _mean([r.balanced_accuracy for r in results if r.modality == "ecg"]),
+            "alignment_score": nan, "within_site": {}, "probe_site": probe}
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")

@@ -1,0 +1,237 @@
+"""The main job: simulate the whole federation on this machine with Flower's simulation engine.
+
+`python -m fedxalign.simulations.run [hydra overrides]` (README's `make run`). Generates the configured
+synthetic federation when it is missing, runs FedXAlign in Flower's simulation engine, then the
+baselines in-process (local-only, per-modality FedAvg without alignment, centralised pooled
+non-private), and writes a results folder with metrics, the config used and plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
+from fedxalign.shared.data.site import SiteData, federation_sites, load_federation_site
+from fedxalign.shared.data.synthetic.federation import MANIFEST, generate_federation
+from fedxalign.shared.privacy.policy import describe_unit
+from fedxalign.shared.runconfig import RunSettings
+from fedxalign.simulations.generate import federation_spec
+from fedxalign.configs import CONFIG_DIR
+from fedxalign.simulations.settings import run_settings, simulated_site_policy
+
+log = logging.getLogger("fedxalign.simulations.run")
+
+
+def quiet_libraries() -> None:
+    """Opacus sets the flwr logger to DEBUG and Ray/Flower are chatty; keep the console for our progress."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    for name in ("flwr", "ray", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def load_sites(root: Path, settings: RunSettings) -> list[SiteData]:
+    return [load_federation_site(folder, SiteConfig.from_site_dir(folder), settings.data, settings.federation.cache_dir)
+            for folder in tqdm(federation_sites(root), desc="loading sites", unit="site")]
+
+
+def mark_paired_folders(root: Path) -> None:
+    """Federations generated before paired sites joined as one node lack `paired.yaml`; write it from the manifest."""
+    import yaml
+
+    manifest = yaml.safe_load((root / MANIFEST).read_text()) or {}
+    for name, halves in (manifest.get("paired") or {}).items():
+        if not is_paired_dir(root / name) and all((root / h / "site.yaml").is_file() for h in halves.values()):
+            PairedSiteConfig(name, root / halves["eeg"], root / halves["ecg"]).write(root / name)
+
+
+def progress_printer(rounds: int):
+    def on_round(summary, results, wall):
+        eps = [r.metrics.get("epsilon", float("nan")) for r in results]
+        budget = results[0].metrics.get("epsilon_budget", float("nan")) if results else float("nan")
+        loss = f"loss {summary.train_loss:.3f} | " if summary.train_loss == summary.train_loss else ""
+        cond = f"head cond {max(summary.head_condition.values()):.2f} | " if summary.head_condition else ""
+        print(f"round {summary.round}/{rounds} | {summary.n_sites} sites | {loss}"
+              f"alignment {summary.alignment_before:+.3f} -> {summary.alignment_after:+.3f} | {cond}"
+              f"epsilon max {max(eps):.2f} of {budget:g} | {wall:.1f} s", flush=True)
+    return on_round
+
+
+def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> None:
+    from flwr.simulation import run_simulation
+
+    from fedxalign.client.client_app import make_client_app
+    from fedxalign.server.server_app import make_server_app
+
+    quiet_libraries()
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # run_simulation's deprecation notice; our loop logs failures
+    run_simulation(
+        server_app=make_server_app(settings, on_round=progress_printer(settings.federation.rounds)),
+        client_app=make_client_app(settings, simulated_site_policy(settings)),
+        num_supernodes=n_sites,
+        backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+                        "init_args": {"logging_level": "ERROR", "log_to_driver": False}},
+    )
+
+
+def run_dp_baselines(kinds: list[str], settings: RunSettings, root: Path, cpus_per_job: float) -> None:
+    """The DP baselines side by side, one process each (as many at once as there are cores for them)."""
+    from fedxalign.simulations.inprocess import run_baseline
+
+    if not kinds:
+        return
+    workers = max(1, min(len(kinds), int((os.cpu_count() or 1) // max(cpus_per_job, 1))))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(run_baseline, kind, settings, root / kind, max(1, int(cpus_per_job))) for kind in kinds]
+        for job in jobs:
+            job.result()  # a failed baseline fails the run, with its own traceback
+
+
+def _fusion(paired: list[PairedSiteData], sites: list[SiteData], settings: RunSettings, out: Path, state):
+    if not paired or not settings.fusion.enabled:
+        return None
+    from fedxalign.server.strategy import write_csv
+    from fedxalign.simulations.fusion_eval import fusion_table
+
+    table = fusion_table(paired, sites, settings, out / "state", state)
+    write_csv(out / "fusion.csv", [{"strategy": r, **cols} for r, cols in table.rows.items()])
+    return table
+
+
+def simulate(cfg: DictConfig) -> dict:
+    from fedxalign.server.strategy import ServerState, write_csv
+    from fedxalign.simulations import report
+    from fedxalign.simulations.baseline import feature_baseline
+    from fedxalign.simulations.centralised import ReferenceConfig, train_centralised
+    from fedxalign.simulations.evaluate import evaluate, feature_row, from_centralised, from_states
+    from fedxalign.simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
+
+    t0 = time.time()
+    settings = run_settings(cfg)
+    out = Path(settings.federation.results_dir)
+    root = Path(settings.federation.federation_dir)
+    if not (root / MANIFEST).is_file():
+        log.info("generating the %r federation under %s", cfg.federation.name, root)
+        generate_federation(federation_spec(cfg.federation), root)
+    if cfg.pretraining.source == "public":
+        from fedxalign.simulations.pretrain import ensure_pretrained, pretrain_settings
+
+        template = ensure_pretrained(cfg.corpus, Path(cfg.paths.data_dir), Path(settings.federation.cache_dir), settings,
+                                     pretrain_settings(cfg))
+        settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, pretrained=template))
+    elif cfg.pretraining.source != "none":
+        raise SystemExit(f"pretraining.source={cfg.pretraining.source!r}: use public or none")
+    mark_paired_folders(root)
+    sites = load_sites(root, settings)
+    nodes = federation_nodes(root, settings.federation.paired_as == "one")
+    paired = [load_paired_site(n, settings.data, settings.federation.cache_dir) for n in nodes if is_paired_dir(n)]
+    settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(nodes)))
+    n_classes = len(settings.data.vocabulary)
+    singles = [d for d in sites if not any(d.site.name.startswith(p.name + "/") for p in paired)]
+    kinds = f"{sum(d.site.modality == 'eeg' for d in singles)} EEG, {sum(d.site.modality == 'ecg' for d in singles)} ECG"
+    kinds += f", {len(paired)} paired EEG+ECG (one node each)" if paired else ""
+    print(f"FedXAlign: {len(nodes)} sites ({kinds}), {settings.federation.rounds} rounds, "
+          f"privacy {'epsilon ' + format(settings.privacy.epsilon, 'g') if settings.privacy.enabled else 'off'} per site", flush=True)
+    for p in paired:
+        print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "
+              f"({len(p.eeg.y)} EEG, {len(p.ecg.y)} ECG windows); the pair is its privacy unit", flush=True)
+    t_fed = time.time()
+    run_flower(settings, len(nodes), cfg.num_cpus_per_client)
+    fed_wall = time.time() - t_fed
+    state = ServerState.load(out / "checkpoint.npz")
+    embs = {"fedxalign": from_states(sites, settings, out / "state", state)}
+    run_dp_baselines([b for b in ("fedavg", "local") if b in cfg.baselines], settings, out / "baselines", cfg.num_cpus_per_client)
+    if "fedavg" in cfg.baselines:
+        fa = unaligned_fedavg_settings(settings)
+        embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE))
+    if "local" in cfg.baselines:
+        embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site")
+    reference = None
+    if "central" in cfg.baselines:
+        reference = train_centralised(sites, settings, ReferenceConfig.from_mapping(cfg.reference), seed=settings.train.seed)
+        embs["central"] = from_centralised(sites, reference.encoders, reference.anchors)
+    methods = {name: evaluate(e, n_classes) for name, e in embs.items()}
+    if "features" in cfg.baselines:
+        methods["features"] = feature_row([feature_baseline(d) for d in sites])
+    rounds = json.loads((out / "rounds.json").read_text())
+    with (out / "sites.csv").open() as fh:
+        site_rows = [{k: (float(v) if k not in ("site", "modality") else v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    probes = {name: m["probe_site"] for name, m in methods.items()}
+    write_csv(out / "methods.csv", [{"method": k, **{kk: vv for kk, vv in v.items() if not kk.endswith("_site")}}
+                                    for k, v in methods.items()])
+    if cfg.plots:
+        report.plot_rounds(rounds, out / "rounds.png")
+        report.plot_embeddings(embs["fedxalign"], settings.data.vocabulary, out / "embeddings_fedxalign.png", "FedXAlign: EEG and ECG test embeddings")
+        if "fedavg" in embs:
+            report.plot_embeddings(embs["fedavg"], settings.data.vocabulary, out / "embeddings_fedavg.png", "FedAvg without alignment")
+    fusion = _fusion(paired, sites, settings, out, state)
+    budget_ok = all(r["epsilon"] <= r["epsilon_budget"] + 1e-9 for r in site_rows)
+    summary = {
+        "methods": methods, "rounds": rounds, "federated_wall_s": fed_wall, "total_wall_s": time.time() - t0,
+        "epsilon": settings.privacy.epsilon if settings.privacy.enabled else float("inf"),
+        "epsilon_within_budget": budget_ok, "results_dir": str(out),
+        "transfer_vs_central": {k: (m["eeg_to_ecg"] + m["ecg_to_eeg"]) / max(1e-9, (methods["central"]["eeg_to_ecg"] + methods["central"]["ecg_to_eeg"]))
+                                for k, m in methods.items() if k != "features"} if "central" in methods else {},
+        "fusion": {"rows": fusion.rows, "targets": fusion.targets(), "test_pairs": fusion.n_pairs} if fusion else None,
+        "reference": {"best_epoch": reference.best_epoch, "epochs_run": reference.epochs_run,
+                      "val_balanced_accuracy": reference.val_balanced_accuracy} if reference else None,
+    }
+    report.write_summary(out, summary)
+    print()
+    print("cross-modal transfer and within-modality balanced accuracy on held-out test subjects (chance 0.20);")
+    print("'anchor' = nearest class anchor, 'probe' = per-site linear probe fitted on the site's train+val subjects:")
+    print(report.methods_table(methods))
+    if reference:
+        print(f"centralised reference: best validation epoch {reference.best_epoch} of {reference.epochs_run} run "
+              f"(early stopping, patience {cfg.reference.patience}); FedXAlign transfer = "
+              f"{summary['transfer_vs_central']['fedxalign']:.2f} of it")
+    if fusion:
+        from fedxalign.simulations.fusion_eval import format_table
+
+        t = fusion.targets()
+        print()
+        print(f"fusion at paired sites ({fusion.n_pairs} held-out test pairs) and on single-modality sites, "
+              "balanced accuracy by missing-modality strategy:")
+        print(format_table(fusion))
+        print(f"fusion (both) minus the better single modality: {t['fusion_both_minus_best_single']:+.3f} (concat decoder), "
+              f"{t['masked_both_minus_best_single']:+.3f} (masked); learnt masking keeps {t['masked_kept_eeg_only']:.2f} (EEG only) "
+              f"and {t['masked_kept_ecg_only']:.2f} (ECG only) of the encoder alone, and beats zero imputation by "
+              f"{t['masked_minus_zero_eeg_only']:+.3f} / {t['masked_minus_zero_ecg_only']:+.3f}")
+    print()
+    print("per site (final round): spent epsilon, bytes sent per round, within-site balanced accuracy (probe) per method:")
+    print(report.sites_table(site_rows, probes))
+    print()
+    if settings.privacy.enabled:
+        k = max(d.max_windows_per_subject("train") for d in sites)
+        print(describe_unit(settings.privacy.epsilon, settings.privacy.delta, settings.privacy.unit, k))
+    print(f"every site within its budget: {budget_ok}; federated run {fed_wall:.0f} s, total {time.time() - t0:.0f} s; results in {out}")
+    return summary
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="simulate")
+def main(cfg: DictConfig) -> float:
+    quiet_libraries()
+    summary = simulate(cfg)
+    m = summary["methods"]["fedxalign"]
+    return (m["eeg_to_ecg"] + m["ecg_to_eeg"]) / 2
+
+
+if __name__ == "__main__":
+    main()
