@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_server.py
+	$(BIN)/python benchmarks/bench_clientapp.py
 	$(BIN)/python benchmarks/bench_poisoning.py
 	$(BIN)/python benchmarks/bench_audit.py
 

@@ -10,7 +10,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedxalign.client.allowlist import make_allowlist_mod
-from fedxalign.client.evaluation import evaluate_site
 from fedxalign.client.node import NodeSite, load_node_data, resolve_node
 from fedxalign.client.site_round import train_round
 from fedxalign.shared.models.encoder import weight_shapes
@@ -43,7 +42,8 @@ def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         _, node = setup(context)
-        info = ConfigRecord({"site": node.name, "modality": node.kind})
+        # whether evaluate messages are worth sending: a site whose policy keeps its scores home answers them empty
+        info = ConfigRecord({"site": node.name, "modality": node.kind, "evaluates": "yes" if node.policy.share_metrics else "no"})
         return Message(RecordDict({"info": info}), reply_to=msg)
 
     @app.train()
@@ -64,11 +64,11 @@ def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy 
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        from fedxalign.client.evaluation import evaluate_paired, evaluate_site  # only evaluate messages pay for it
+
         s, node = setup(context)
         metrics = {}
         if node.policy.share_metrics and node.paired is not None:
-            from fedxalign.client.evaluation import evaluate_paired
-
             metrics = evaluate_paired(load_node_data(node, s), node.state_dir, {m: s.model_for(m) for m in MODALITIES}, s.fusion)
         elif node.policy.share_metrics:  # opt-in: scores of the held-out split are not DP
             metrics = evaluate_site(load_node_data(node, s), node.state_dir, s.model_for(node.site.modality),

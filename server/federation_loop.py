@@ -199,10 +199,13 @@ def _mean(xs: list[float]) -> float:
 
 def evaluate_sites(grid: Grid, state: ServerState, sites: dict[int, dict[str, str]], targets: list[int], rnd: int,
                    settings: RunSettings) -> list[dict]:
-    # the sites evaluate with what they trained with this round; the broadcast is not sent again
+    # the sites evaluate with what they trained with this round; the broadcast is not sent again. A site whose
+    # policy keeps its scores home said so in its query reply and is not asked (a message costs a process start)
     msgs = [Message(RecordDict({"config": ConfigRecord({"round": rnd})}), dst_node_id=n, message_type="evaluate", group_id=str(rnd))
-            for n in targets]
+            for n in targets if sites[n].get("evaluates") == "yes"]
     rows = []
+    if not msgs:
+        return rows
     for reply in grid.send_and_receive(msgs, timeout=settings.federation.round_timeout_s):
         src = reply.metadata.src_node_id
         if reply.has_error() or src not in sites:

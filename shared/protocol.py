@@ -30,7 +30,7 @@ TRAIN_ARRAYS = ("prototypes", "counts")
 WEIGHT_PREFIX = "weights."
 TRAIN_METRICS = frozenset({"epsilon", "delta", "epsilon_budget", "released_classes", "train_loss"})
 EVAL_METRICS = frozenset({"accuracy", "balanced_accuracy"})
-QUERY_FIELDS = frozenset({"site", "modality"})
+QUERY_FIELDS = frozenset({"site", "modality", "evaluates"})  # evaluates: "yes" | "no", the policy's share_metrics
 MODALITIES = ("eeg", "ecg")
 PAIRED = "paired"  # a node's kind when it holds both modalities of the same epochs
 NODE_KINDS = (*MODALITIES, PAIRED)
@@ -111,6 +111,8 @@ def reply_problems(kind: str, records: Mapping[str, tuple[str, Mapping[str, Any]
         problems += [f"query field {_name(k)} is not a short string" for k, v in info.items() if not isinstance(v, str) or len(v) > 200]
         if isinstance(info.get("modality"), str) and info["modality"] not in NODE_KINDS:
             problems.append("query field 'modality' is not a known modality")
+        if isinstance(info.get("evaluates"), str) and info["evaluates"] not in ("yes", "no"):
+            problems.append("query field 'evaluates' is not yes or no")
         return problems
     assert spec is not None, "train and evaluate replies are checked against a spec"
     metrics = records.get("metrics", ("metric", {}))[1]

@@ -47,7 +47,7 @@ def good_train(**overrides):
 
 def test_documented_replies_pass():
     assert not send("train", lambda m, c: reply_to(m, **good_train())).has_error()
-    assert not send("query", lambda m, c: reply_to(m, info=ConfigRecord({"site": "a", "modality": "eeg"}))).has_error()
+    assert not send("query", lambda m, c: reply_to(m, info=ConfigRecord({"site": "a", "modality": "eeg", "evaluates": "no"}))).has_error()
     assert not send("evaluate", lambda m, c: reply_to(m, metrics=MetricRecord({"accuracy": 0.5}))).has_error()
     assert not send("evaluate", lambda m, c: reply_to(m, metrics=MetricRecord({}))).has_error()
 

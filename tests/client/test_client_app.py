@@ -83,3 +83,9 @@ def test_scores_leave_only_by_policy_and_ignore_what_the_evaluate_message_carrie
     second = app(Message(RecordDict(crafted), dst_node_id=1, message_type="evaluate"), context)
     assert set(first.content["metrics"]) == {"accuracy", "balanced_accuracy"}
     assert dict(first.content["metrics"]) == dict(second.content["metrics"])
+
+
+def test_the_query_reply_says_whether_evaluate_messages_get_scores(settings, tiny_federation, tmp_path):
+    closed = send(settings, node(tiny_federation, tmp_path), kind="query")
+    opened = send(settings, node(tiny_federation, tmp_path, **{"share-metrics": True}), kind="query")
+    assert closed.content["info"]["evaluates"] == "no" and opened.content["info"]["evaluates"] == "yes"

@@ -13,7 +13,7 @@ from fedxalign.shared.train_config import TrainConfig
 
 SETTINGS = RunSettings(FederationConfig(), AlignConfig(), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
                        EncoderConfig(embed_dim=4, d_model=16, n_heads=2, n_layers=1), TrainConfig(), PrivacyConfig(epsilon=8.0))
-SITE = {"site": "e1", "modality": "eeg"}
+SITE = {"site": "e1", "modality": "eeg", "evaluates": "yes"}
 METRICS = {"epsilon": 2.0, "delta": 1e-5, "epsilon_budget": 8.0, "released_classes": 3.0}
 
 

@@ -57,3 +57,30 @@ def test_rows_of_a_round_after_the_checkpoint_are_dropped_on_resume(tmp_path):
            evals=[{"round": "2", "site": "a"}]).write(tmp_path)
     kept = RunLog.load(tmp_path).up_to(1)
     assert [r["round"] for r in kept.rounds] == [1] and len(kept.sites) == 1 and kept.evals == []
+
+
+class RecordingGrid:
+    """Answers every message empty and remembers whom it was sent to."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send_and_receive(self, msgs, timeout=None):
+        self.sent += [m.metadata.dst_node_id for m in msgs]
+        return []
+
+
+def test_evaluate_messages_go_only_to_sites_that_share_scores(tmp_path, monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedxalign.server.federation_loop import evaluate_sites
+
+    for attr in ("_task_id", "_run_id", "_node_id"):  # Flower builds messages only inside a run
+        monkeypatch.setattr(TaskIdentity, attr, 1)
+
+    s = settings(tmp_path)
+    sites = {1: {"site": "a", "modality": "eeg", "evaluates": "no"}, 2: {"site": "b", "modality": "ecg", "evaluates": "yes"}}
+    grid = RecordingGrid()
+    evaluate_sites(grid, ServerState(), sites, [1, 2], 1, s)
+    assert grid.sent == [2]
+    evaluate_sites(NoGrid(), ServerState(), {1: sites[1]}, [1], 1, s)  # nobody to ask: the grid is not used

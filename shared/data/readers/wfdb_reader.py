@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import wfdb
 from scipy.signal import resample_poly
 
 from fedxalign.shared.data.config import SiteConfig
 from fedxalign.shared.data.readers.base import Annotation, RawRecord
 from fedxalign.shared.errors import RecordError
+
+if TYPE_CHECKING:  # wfdb (and pandas under it) loads only when a record is read: a site's rounds read cached windows
+    import wfdb
 
 _SUBJECT_COMMENT = re.compile(r"^\s*subject\s*[:=]\s*(\S+)", re.IGNORECASE)
 
@@ -27,6 +31,8 @@ def read_wfdb(path: Path, site: SiteConfig) -> RawRecord:
     starts a state that lasts until the next one; with `label_field='symbol'` every annotation
     is a point event (beat labels) and windows take their majority.
     """
+    import wfdb
+
     record_path = path.with_suffix("")
     try:
         header = wfdb.rdheader(str(record_path))
