@@ -1,1 +1,0 @@
-"""The site side: Flower ClientApp and the commands a hospital runs on its own machine."""

@@ -1,1 +1,0 @@
-"""The coordinator: Flower ServerApp, robust aggregation and cross-modal alignment of prototypes."""

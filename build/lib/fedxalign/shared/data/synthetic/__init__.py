@@ -1,1 +1,0 @@
-"""Synthetic federation: state-driven EEG/ECG written in real formats (EDF, BDF, WFDB)."""

@@ -1,1 +1,0 @@
-"""Researcher entry points: generate federations, run simulations, baselines and reports."""
