@@ -58,7 +58,7 @@ def flat_settings() -> dict:
     from fedxalign.simulations.settings import run_settings
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return run_settings(compose("simulate", overrides=["federation_run.results_dir=unused"])).to_flat()
+        return run_settings(compose("simulate", overrides=["federation.results_dir=unused"])).to_flat()
 
 
 def message(args: list, cwd: Path) -> dict:

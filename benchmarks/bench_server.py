@@ -52,8 +52,8 @@ def sim_wall_per_round(n_sites: int, rounds: int = 3) -> list[float]:
                "n_subjects": 4, "hours_per_record": 0.25} for i in range(n_sites - half)]
     generate_federation(FederationSpec.from_mapping({"seed": 0, "sites": sites}), tmp / "fed", progress=False)
     out = tmp / "results"
-    cmd = [sys.executable, "-m", "fedxalign.simulations.run", f"federation_run.federation_dir={tmp / 'fed'}", f"federation_run.results_dir={out}",
-           f"paths.cache_dir={tmp / 'cache'}", f"federation_rounds={rounds}", "baselines=[]", "plots=false", f"hydra.run.dir={tmp / 'hydra'}"]
+    cmd = [sys.executable, "-m", "fedxalign.simulations.run", f"federation.federation_dir={tmp / 'fed'}", f"federation.results_dir={out}",
+           f"paths.cache_dir={tmp / 'cache'}", f"federation.rounds={rounds}", "baselines=[]", "plots=false", f"hydra.run.dir={tmp / 'hydra'}"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     return [r["wall_s"] for r in json.loads((out / "rounds.json").read_text())]
 

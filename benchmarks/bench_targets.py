@@ -28,7 +28,7 @@ def run_dir(out: Path, seed: int, epsilon: float) -> Path:
 def run(seed: int, epsilon: float, folder: Path, extra: list[str]) -> dict:
     if not (folder / "summary.json").is_file():
         name = "default" if seed == 0 else f"default_seed{seed}"
-        cmd = [sys.executable, "-m", "fedxalign.simulations.run", f"federation.seed={seed}", f"federation.name={name}",
+        cmd = [sys.executable, "-m", "fedxalign.simulations.run", f"synthetic.seed={seed}", f"synthetic.name={name}",
                f"privacy.epsilon={epsilon}", "plots=false", f"hydra.run.dir={folder}", *extra]
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)

@@ -39,7 +39,7 @@ def composed(preset: str):
     from fedxalign.simulations.settings import run_settings
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return run_settings(compose("simulate", overrides=[f"model={preset}", "federation_run.results_dir=unused"]))
+        return run_settings(compose("simulate", overrides=[f"model={preset}", "federation.results_dir=unused"]))
 
 
 def one_mode(dp: bool, steps: int, batch: int, channels: int, preset: str, device: str) -> dict:

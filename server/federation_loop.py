@@ -93,7 +93,7 @@ def query_sites(grid: Grid, node_ids: list[int], timeout_s: float) -> dict[int, 
             log.warning("node %s: query reply dropped: %s", reply.metadata.src_node_id, "; ".join(problems[:5]))
             continue
         info = records["info"][1]
-        out[reply.metadata.src_node_id] = {"site": str(info["site"]), "modality": str(info["modality"])}
+        out[reply.metadata.src_node_id] = {k: str(info[k]) for k in ("site", "modality", "evaluates")}
     return out
 
 

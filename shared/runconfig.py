@@ -45,12 +45,12 @@ class AlignConfig:
 class FederationConfig:
     """Run-wide settings of the coordinator and where a simulation keeps its files."""
 
-    rounds: int = 5
+    rounds: int = 6
     min_sites: int = 2
     expected_sites: int = 0  # wait for this many sites: up to round_timeout_s before round 1, join_wait_s later
     join_wait_s: float = 0.0  # how long a later round waits for missing sites to (re)join before it starts
     round_timeout_s: float = 600.0
-    share_weights: bool = False
+    share_weights: bool = True
     aggregator: str = "centered_clip"
     trim_fraction: float = 0.2
     federation_dir: str = "data/generated/default"
@@ -58,7 +58,7 @@ class FederationConfig:
     cache_dir: str = ".cache/fedxalign"
     report_train_loss: bool = False  # a non-DP scalar: asked for only when sites' policies allow it
     count_cap: float = 10_000.0  # a site's noisy count per class weighs at most this much
-    client_threads: int = 0  # torch threads per ClientApp; 0 keeps torch's default
+    client_threads: int = 1  # torch threads per ClientApp; 0 keeps torch's default
     pretrain_rounds: int = 0  # the first rounds train by dual-masked reconstruction under DP (federated pretraining)
     resume: bool = False  # continue the stopped run whose checkpoint is in results_dir (refused without it)
     paired_as: str = "one"  # one: a paired folder (paired.yaml) is one node; two: its halves join as two sites
@@ -88,6 +88,7 @@ def encoder_for(model: EncoderConfig, modality: str, pre: PreprocessConfig | Non
 
 
 PER_MODALITY = {"model": EncoderConfig, "train": TrainConfig}  # sections a modality may override key by key
+DERIVED_KEYS = ("planned_rounds",)  # train.planned_rounds is federation.rounds, never a key of its own
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,10 @@ class RunSettings:
     train_overrides: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # rounds live in one key, federation.rounds: the sites' DP noise is sized for that many rounds
+        object.__setattr__(self, "train", dataclasses.replace(self.train, planned_rounds=self.federation.rounds))
         for section, table in (("model", self.model_overrides), ("train", self.train_overrides)):
-            fields = {f.name for f in dataclasses.fields(PER_MODALITY[section])}
+            fields = {f.name for f in dataclasses.fields(PER_MODALITY[section])} - set(DERIVED_KEYS)
             for modality, values in table.items():
                 check_option(f"{section} override modality", modality, ("eeg", "ecg"))
                 bad = sorted(set(values) - fields - {"modality"}) + (["modality"] if "modality" in values else [])
@@ -151,6 +154,8 @@ class RunSettings:
         flat: dict[str, Any] = {}
         for name in ("federation", "align", "model", "train", "privacy", "fusion"):
             flat |= _flatten(name, getattr(self, name))
+        for key in DERIVED_KEYS:
+            del flat[f"train.{key}"]
         for section, table in (("model", self.model_overrides), ("train", self.train_overrides)):
             for modality, values in table.items():
                 flat |= {f"{section}.{modality}.{k}": _encode(v) for k, v in values.items()}
@@ -169,7 +174,7 @@ class RunSettings:
             modality, _, name = rest.partition(".")
             if section in PER_MODALITY and modality in ("eeg", "ecg") and name:
                 hints = typing.get_type_hints(PER_MODALITY[section])
-                if name not in hints:
+                if name not in hints or name in DERIVED_KEYS:
                     raise ConfigError(f"unknown run_config key {key!r}")
                 overrides[section].setdefault(modality, {})[name] = _decode(flat[key], hints[name])
                 known.add(key)
@@ -196,17 +201,17 @@ class RunSettings:
         for prefix, cls in (("federation", FederationConfig), ("align", AlignConfig), ("model", EncoderConfig),
                             ("train", TrainConfig), ("privacy", PrivacyConfig), ("fusion", FusionConfig), ("split", SplitConfig),
                             ("preprocess.eeg", PreprocessConfig), ("preprocess.ecg", PreprocessConfig)):
-            keys += [f"{prefix}.{f.name}" for f in dataclasses.fields(cls)]
+            keys += [f"{prefix}.{f.name}" for f in dataclasses.fields(cls) if not (prefix == "train" and f.name in DERIVED_KEYS)]
         return keys
 
     @classmethod
     def from_nested(cls, values: Mapping[str, Any]) -> RunSettings:
-        """From Hydra's composed config (plain containers): sections federation_run, alignment, data, model, training,
+        """From Hydra's composed config (plain containers): sections federation, alignment, data, model, training,
         privacy, and fusion (its defaults when absent)."""
         model, training = dict(values["model"]), dict(values["training"])
         model_by, train_by = model.pop("by_modality", None) or {}, training.pop("by_modality", None) or {}
         return cls(
-            federation=build(FederationConfig, values["federation_run"], "federation_run"),
+            federation=build(FederationConfig, values["federation"], "federation"),
             align=build(AlignConfig, values["alignment"], "alignment"),
             data=DataConfig.from_mapping(values["data"]),
             model=EncoderConfig.from_mapping(model),

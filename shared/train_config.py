@@ -12,15 +12,15 @@ from fedxalign.shared.schema import build
 class TrainConfig:
     """Local optimisation; `planned_rounds` sizes the DP noise so the whole run fits the budget."""
 
-    local_epochs: int = 1
-    batch_size: int = 64
+    local_epochs: int = 5
+    batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.5
     momentum: float = 0.9
     tau: float = 0.1
     pull_weight: float = 0.5
     orth_weight: float = 0.1
-    planned_rounds: int = 5
+    planned_rounds: int = 6  # a run sets it to federation.rounds
     seed: int = 0
     trainable: str = "all"  # all | top | head: what DP fine-tuning trains (shared/models/encoder.py::set_trainable)
     top_layers: int = 1

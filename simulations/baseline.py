@@ -1,6 +1,6 @@
 """Yardstick: a per-site logistic regression on band-power (EEG) or heart-rate/HRV (ECG) features.
 
-`fedxalign-baseline [federation=default]` prints balanced test accuracy per site: what a simple
+`fedxalign-baseline [synthetic=default]` prints balanced test accuracy per site: what a simple
 non-federated, non-private classifier reaches, so later figures have something to beat.
 """
 
@@ -71,7 +71,7 @@ def main(cfg: DictConfig) -> None:
     data_cfg = DataConfig.from_mapping(OmegaConf.to_container(cfg.data, resolve=True))
     root = Path(cfg.federation_dir)
     if not root.is_dir():
-        raise SystemExit(f"{root} does not exist: generate it first (fedxalign-generate federation={cfg.federation.name})")
+        raise SystemExit(f"{root} does not exist: generate it first (fedxalign-generate synthetic={cfg.synthetic.name})")
     print(format_results(run_baselines(root, data_cfg, Path(cfg.paths.cache_dir))))
 
 

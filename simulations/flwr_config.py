@@ -29,7 +29,7 @@ def toml_value(v: object) -> str:
 
 def generated_block() -> str:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose("simulate", overrides=[f"federation_run.results_dir={RESULTS_DIR}"])
+        cfg = compose("simulate", overrides=[f"federation.results_dir={RESULTS_DIR}"])
     flat = run_settings(cfg).to_flat()
     return HEADER + "\n" + "\n".join(f'"{k}" = {toml_value(v)}' for k, v in flat.items()) + "\n"
 

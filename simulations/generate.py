@@ -22,7 +22,7 @@ def federation_spec(cfg: DictConfig) -> FederationSpec:
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="generate")
 def main(cfg: DictConfig) -> None:
-    folders = generate_federation(federation_spec(cfg.federation), Path(cfg.out_dir), overwrite=cfg.overwrite)
+    folders = generate_federation(federation_spec(cfg.synthetic), Path(cfg.out_dir), overwrite=cfg.overwrite)
     log.info("wrote %d sites under %s", len(folders), cfg.out_dir)
     for name, folder in folders.items():
         print(f"{name:24s} {folder}")

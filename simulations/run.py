@@ -128,8 +128,8 @@ def simulate(cfg: DictConfig) -> dict:
     out = Path(settings.federation.results_dir)
     root = Path(settings.federation.federation_dir)
     if not (root / MANIFEST).is_file():
-        log.info("generating the %r federation under %s", cfg.federation.name, root)
-        generate_federation(federation_spec(cfg.federation), root)
+        log.info("generating the %r federation under %s", cfg.synthetic.name, root)
+        generate_federation(federation_spec(cfg.synthetic), root)
     if cfg.pretraining.source == "public":
         from fedxalign.simulations.pretrain import ensure_pretrained, pretrain_settings
 

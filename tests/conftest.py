@@ -30,9 +30,9 @@ def data_cfg() -> DataConfig:
 @pytest.fixture(scope="session")
 def tiny_federation(tmp_path_factory) -> Path:
     """The `tiny` federation (2 EEG + 2 ECG sites, 4 subjects x 6 min each), written once per session."""
-    cfg = compose_config("generate", ["federation=tiny"])
+    cfg = compose_config("generate", ["synthetic=tiny"])
     out = tmp_path_factory.mktemp("fed") / "tiny"
-    generate_federation(federation_spec(cfg.federation), out, progress=False)
+    generate_federation(federation_spec(cfg.synthetic), out, progress=False)
     return out
 
 

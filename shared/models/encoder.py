@@ -42,7 +42,7 @@ class EncoderConfig:
     n_layers: int = 1
     n_heads: int = 2
     mlp_ratio: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.0
     norm_groups: int = 2  # GroupNorm groups of the convolutional patch embedding (CBraMod: 5 of 25 filters)
     embed_dim: int = 32
     specific_dim: int = 0

@@ -22,10 +22,10 @@ def task_identity(monkeypatch):
 
 @pytest.fixture
 def settings(tiny_federation, tmp_path):
-    s = run_settings(compose_config("simulate", ["federation_rounds=2", "training.local_epochs=1", "privacy.min_count=2",
-                                                 f"federation_run.results_dir={tmp_path / 'results'}",
-                                                 f"federation_run.federation_dir={tiny_federation}",
-                                                 f"federation_run.cache_dir={tmp_path / 'cache'}"]))
+    s = run_settings(compose_config("simulate", ["federation.rounds=2", "training.local_epochs=1", "privacy.min_count=2",
+                                                 f"federation.results_dir={tmp_path / 'results'}",
+                                                 f"federation.federation_dir={tiny_federation}",
+                                                 f"federation.cache_dir={tmp_path / 'cache'}"]))
     return dataclasses.replace(s, federation=dataclasses.replace(s.federation, share_weights=False))
 
 

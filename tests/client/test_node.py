@@ -8,8 +8,8 @@ from tests.conftest import compose_config
 
 @pytest.fixture
 def settings(tiny_federation, tmp_path):
-    return run_settings(compose_config("simulate", [f"federation_run.results_dir={tmp_path}",
-                                                    f"federation_run.federation_dir={tiny_federation}"]))
+    return run_settings(compose_config("simulate", [f"federation.results_dir={tmp_path}",
+                                                    f"federation.federation_dir={tiny_federation}"]))
 
 
 def test_deployment_node_config(settings, tiny_federation, tmp_path):

@@ -70,7 +70,7 @@ def test_a_paired_reply_passes_the_allow_list_with_both_modalities_and_nothing_e
     from tests.conftest import compose_config
     from fedxalign.simulations.settings import run_settings
 
-    settings = run_settings(compose_config("simulate", [f"federation_run.results_dir={tmp_path}", "federation_run.rounds=3"]))
+    settings = run_settings(compose_config("simulate", [f"federation.results_dir={tmp_path}", "federation.rounds=3"]))
     cfgs = {m: settings.model_for(m) for m in ("eeg", "ecg")}
     reply = train_paired_round(paired_data, tmp_path / "site", cfgs, settings.train, settings.privacy, settings.fusion, NONE,
                                share_weights=True, round_no=1)

@@ -79,8 +79,8 @@ def test_a_short_simulation_of_archive_layout_sites_with_the_shipped_configs(tmp
     shutil.copy(Path(CONFIG_DIR) / "sites" / "slpdb-ecg.yaml", fed / "slp" / "site.yaml")
     out = tmp_path / "out"
     summary = simulate(compose_config("simulate", [
-        f"federation_run.federation_dir={fed}", f"federation_run.results_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "federation_rounds=2", "training.local_epochs=1", "baselines=[]", "plots=false", "privacy.min_count=2",
-        "federation_run.min_sites=2"]))
+        f"federation.federation_dir={fed}", f"federation.results_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
+        "federation.rounds=2", "training.local_epochs=1", "baselines=[]", "plots=false", "privacy.min_count=2",
+        "federation.min_sites=2"]))
     assert [r["n_sites"] for r in summary["rounds"]] == [2, 2] and summary["epsilon_within_budget"]
     assert {p.name for p in (out / "state").iterdir()} == {"sleep-edf-sc", "slpdb-ecg"}

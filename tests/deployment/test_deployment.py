@@ -155,7 +155,7 @@ def test_federation_survives_a_killed_site_that_rejoins(cluster):
     results = cluster.root / "results"
     run_config = " ".join([
         f"'federation.federation_dir'='{cluster.federation}'", f"'federation.results_dir'='{results}'",
-        f"'federation.cache_dir'='{cluster.root / 'cache'}'", "'federation.rounds'=3", "'train.planned_rounds'=3",
+        f"'federation.cache_dir'='{cluster.root / 'cache'}'", "'federation.rounds'=3",
         "'train.local_epochs'=1", "'federation.min_sites'=2", "'federation.expected_sites'=3", "'federation.join_wait_s'=90.0",
         "'federation.round_timeout_s'=90.0", "'federation.report_train_loss'=false", "'federation.client_threads'=1",
         "'privacy.min_count'=2.0",

@@ -11,7 +11,7 @@ from fedxalign.shared.privacy.config import PrivacyConfig
 from fedxalign.shared.runconfig import AlignConfig, FederationConfig, RunSettings
 from fedxalign.shared.train_config import TrainConfig
 
-SETTINGS = RunSettings(FederationConfig(), AlignConfig(), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
+SETTINGS = RunSettings(FederationConfig(share_weights=False), AlignConfig(), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
                        EncoderConfig(embed_dim=4, d_model=16, n_heads=2, n_layers=1), TrainConfig(), PrivacyConfig(epsilon=8.0))
 SITE = {"site": "e1", "modality": "eeg", "evaluates": "yes"}
 METRICS = {"epsilon": 2.0, "delta": 1e-5, "epsilon_budget": 8.0, "released_classes": 3.0}

@@ -28,7 +28,7 @@ def test_a_fresh_folder_starts_at_round_one_with_the_runs_fingerprint(tmp_path):
 def test_a_stopped_run_is_not_continued_or_overwritten_unless_asked(tmp_path):
     s = settings(tmp_path)
     ServerState(round=2, fingerprint=s.fingerprint()).save(tmp_path / CHECKPOINT)
-    with pytest.raises(FederationError, match="stopped after round 2 of 5: continue it with federation.resume=true"):
+    with pytest.raises(FederationError, match=f"stopped after round 2 of {s.federation.rounds}: continue it with federation.resume=true"):
         start_state(tmp_path / CHECKPOINT, s)
     resumed = start_state(tmp_path / CHECKPOINT, settings(tmp_path, resume=True))
     assert resumed.round == 2

@@ -10,7 +10,7 @@ from fedxalign.shared.train_config import TrainConfig
 
 
 def settings(**fed):
-    return RunSettings(FederationConfig(**fed), AlignConfig(steps=100), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
+    return RunSettings(FederationConfig(**({"share_weights": False} | fed)), AlignConfig(steps=100), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
                        EncoderConfig(embed_dim=4), TrainConfig(), PrivacyConfig())
 
 

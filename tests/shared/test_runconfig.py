@@ -7,7 +7,7 @@ from tests.conftest import compose_config
 
 
 def settings():
-    return run_settings(compose_config("simulate", ["federation_run.results_dir=/tmp/r"]))
+    return run_settings(compose_config("simulate", ["federation.results_dir=/tmp/r"]))
 
 
 def test_flat_round_trip_is_lossless():
@@ -26,7 +26,7 @@ def test_unknown_flat_key_is_refused():
 
 
 def test_hydra_overrides_reach_the_typed_settings():
-    s = run_settings(compose_config("simulate", ["federation_run.results_dir=/tmp/r", "privacy.epsilon=3", "federation_rounds=2",
+    s = run_settings(compose_config("simulate", ["federation.results_dir=/tmp/r", "privacy.epsilon=3", "federation.rounds=2",
                                                  "alignment.enabled=false"]))
     assert s.privacy.epsilon == 3 and s.federation.rounds == 2 and s.train.planned_rounds == 2 and not s.align.enabled
 
@@ -37,12 +37,12 @@ def test_pyproject_flower_config_matches_the_hydra_defaults():
     from pathlib import Path
 
     flat = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    expected = run_settings(compose_config("simulate", ["federation_run.results_dir=results/flwr-run"]))
+    expected = run_settings(compose_config("simulate", ["federation.results_dir=results/flwr-run"]))
     assert RunSettings.from_flat(flat) == expected
 
 
 def test_infinite_epsilon_means_no_dp():
-    s = run_settings(compose_config("simulate", ["federation_run.results_dir=/tmp/r", "privacy.epsilon=inf"]))
+    s = run_settings(compose_config("simulate", ["federation.results_dir=/tmp/r", "privacy.epsilon=inf"]))
     assert not s.privacy.enabled
 
 
@@ -55,7 +55,7 @@ def test_per_modality_overrides_survive_the_flat_run_config_and_patch_length_fol
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("simulate", overrides=["+training.by_modality.ecg.lr=0.2", "+model.by_modality.ecg.global_bins=50",
-                                             "data.preprocess.ecg.patch_s=2.0", "federation_run.results_dir=x"])
+                                             "data.preprocess.ecg.patch_s=2.0", "federation.results_dir=x"])
     s = run_settings(cfg)
     assert s.train_for("ecg").lr == 0.2 and s.train_for("eeg").lr == s.train.lr
     assert s.model_for("ecg").global_bins == 50 and s.model_for("eeg").global_bins == 0
@@ -66,3 +66,30 @@ def test_per_modality_overrides_survive_the_flat_run_config_and_patch_length_fol
         RunSettings.from_flat(s.to_flat() | {"model.ecg.embed_dim": 16})
     with pytest.raises(ConfigError, match="unknown run_config key"):
         RunSettings.from_flat(s.to_flat() | {"train.ecg.learning_rate": 0.1})
+
+
+def test_the_dataclass_defaults_are_the_shipped_yaml_defaults():
+    """A unit test that builds a config class bare gets the model a run uses (paths aside: the entry point fills them)."""
+    import dataclasses
+
+    from fedxalign.shared.models.encoder import EncoderConfig
+    from fedxalign.shared.models.fusion import FusionConfig
+    from fedxalign.shared.privacy.config import PrivacyConfig
+    from fedxalign.shared.runconfig import AlignConfig, FederationConfig
+    from fedxalign.shared.train_config import TrainConfig
+
+    s = settings()
+    paths = {"results_dir", "federation_dir", "cache_dir"}
+    differ = [f"{name}.{f.name}: {getattr(cls(), f.name)!r} vs YAML {getattr(getattr(s, name), f.name)!r}"
+              for name, cls in (("federation", FederationConfig), ("align", AlignConfig), ("model", EncoderConfig),
+                                ("train", TrainConfig), ("privacy", PrivacyConfig), ("fusion", FusionConfig))
+              for f in dataclasses.fields(cls)
+              if f.name not in paths and getattr(cls(), f.name) != getattr(getattr(s, name), f.name)]
+    assert differ == []
+
+
+def test_rounds_live_in_one_key():
+    s = settings()
+    assert "train.planned_rounds" not in s.to_flat() and s.train.planned_rounds == s.federation.rounds
+    with pytest.raises(ConfigError, match="train.planned_rounds"):
+        RunSettings.from_flat(s.to_flat() | {"train.planned_rounds": 3})

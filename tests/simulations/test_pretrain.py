@@ -12,11 +12,11 @@ from tests.conftest import compose_config
 
 
 def test_public_checkpoints_are_made_once_and_sites_start_from_them(tmp_path, monkeypatch):
-    cfg = compose_config("simulate", ["federation=tiny", f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
-                                      "federation_run.results_dir=x", "pretraining.epochs=1"])
+    cfg = compose_config("simulate", ["synthetic=tiny", f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                                      "federation.results_dir=x", "pretraining.epochs=1"])
     settings = run_settings(cfg)
     pcfg = pretrain_settings(cfg)
-    template = ensure_pretrained(cfg.federation, tmp_path / "data", tmp_path / "cache", settings, pcfg)  # the tiny spec as corpus
+    template = ensure_pretrained(cfg.synthetic, tmp_path / "data", tmp_path / "cache", settings, pcfg)  # the tiny spec as corpus
     assert (tmp_path / "data" / "corpus-tiny" / "federation.yaml").is_file()
     for m in ("eeg", "ecg"):
         path = template.format(modality=m)
@@ -24,7 +24,7 @@ def test_public_checkpoints_are_made_once_and_sites_start_from_them(tmp_path, mo
         assert ckpt["meta"]["epoch_losses"] and ckpt["config"]["modality"] == m
     # cached: a second call neither regenerates nor retrains
     monkeypatch.setattr(sp, "pretrain_corpus", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pretrained again")))
-    assert ensure_pretrained(cfg.federation, tmp_path / "data", tmp_path / "cache", settings, pcfg) == template
+    assert ensure_pretrained(cfg.synthetic, tmp_path / "data", tmp_path / "cache", settings, pcfg) == template
     model_cfg = dataclasses.replace(settings.model_for("ecg"), pretrained=template)
     site = load_encoder(tmp_path / "state", model_cfg, "ecg_a", None)
     ref = torch.load(template.format(modality="ecg"), weights_only=True)["state_dict"]
@@ -44,6 +44,6 @@ def test_the_pretrain_commands_checkpoints_load_into_the_encoders_a_run_builds(t
     subprocess.run([sys.executable, "-m", "fedxalign.simulations.pretrain", f"corpus_dir={tiny_federation}", f"out_dir={out}",
                     "pretraining.epochs=1", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
                    check=True, capture_output=True, text=True)
-    settings = run_settings(compose_config("simulate", ["federation_run.results_dir=x"]))
+    settings = run_settings(compose_config("simulate", ["federation.results_dir=x"]))
     for m in ("eeg", "ecg"):
         load_pretrained(build_encoder(settings.model_for(m), seed=0), out / f"{m}.pt")

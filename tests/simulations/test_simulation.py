@@ -13,8 +13,8 @@ from tests.conftest import compose_config
 def run(tiny_federation, tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
     cfg = compose_config("simulate", [
-        f"federation_run.federation_dir={tiny_federation}", f"federation_run.results_dir={out}",
-        f"paths.cache_dir={out / 'cache'}", "federation_rounds=2", "training.local_epochs=1", "baselines=[local]",
+        f"federation.federation_dir={tiny_federation}", f"federation.results_dir={out}",
+        f"paths.cache_dir={out / 'cache'}", "federation.rounds=2", "training.local_epochs=1", "baselines=[local]",
         "privacy.epsilon=8", "privacy.min_count=2", "pretraining.source=none",  # the public path: test_pretrain.py
         # tiny sites hold a few windows per class: at the default release noise (count std 8) a round
         # can release too few classes to align, and the alignment score is then undefined (NaN)
@@ -57,8 +57,8 @@ def paired_run(tiny_federation, paired_folder, tmp_path_factory):
     shutil.copytree(paired_folder, root / "psg")
     out = root.parent / "out"
     cfg = compose_config("simulate", [
-        f"federation_run.federation_dir={root}", f"federation_run.results_dir={out}", f"paths.cache_dir={out / 'cache'}",
-        "federation_rounds=2", "baselines=[]", "plots=false", "pretraining.source=none", "privacy.min_count=2",
+        f"federation.federation_dir={root}", f"federation.results_dir={out}", f"paths.cache_dir={out / 'cache'}",
+        "federation.rounds=2", "baselines=[]", "plots=false", "pretraining.source=none", "privacy.min_count=2",
         "privacy.proto_noise_multiplier=3",
     ])
     return out, simulate(cfg)
