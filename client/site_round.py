@@ -21,6 +21,7 @@ import torch
 from fedxalign.client.training import TrainConfig, TrainReport, dp_train, embed
 from fedxalign.shared.atomic_files import write_npz
 from fedxalign.shared.data.site import SiteData, WindowDataset
+from fedxalign.shared.folder_lock import exclusive
 from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, build_encoder, weight_shapes
 from fedxalign.shared.models.pretraining import load_pretrained, pretrained_path
 from fedxalign.shared.privacy.config import PrivacyConfig
@@ -134,8 +135,17 @@ def answer_round(name: str, state_dir: Path, round_no: int, key: str, privacy_cf
     """The frame of every round: replay, ledger and policy checks, train, keep, release, check and cache the reply.
 
     `start` builds the round's models only after the ledger is open (the ledger checks the
-    folder for earlier work before this round writes any).
+    folder for earlier work before this round writes any). The whole round holds the folder's
+    lock, so a second message for this site waits and then, for the same request, replays.
     """
+    with exclusive(state_dir):
+        return _answer_round(name, state_dir, round_no, key, privacy_cfg, release_sigma, start, spec, share_weights,
+                             report_train_loss, max_releases)
+
+
+def _answer_round(name: str, state_dir: Path, round_no: int, key: str, privacy_cfg: PrivacyConfig,
+                  release_sigma: float, start: Callable[[], RoundWork], spec: ReplySpec, share_weights: bool,
+                  report_train_loss: bool, max_releases: int | None) -> SiteReply:
     replay = cached_reply(state_dir, round_no, key)
     if replay is not None:
         log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", name, round_no)

@@ -155,3 +155,27 @@ def test_a_federated_pretraining_round_spends_budget_trains_the_encoder_and_rele
     assert torch.equal(w["head.weight"], before["head.weight"])
     check_reply(reply.arrays, reply.metrics, ReplySpec(n_classes=5, embed_dim=16, weight_shapes={k: tuple(v.shape) for k, v in w.items()},
                                                        epsilon_budget=8.0))
+
+
+def test_a_second_message_waits_for_the_round_in_progress(eeg_site_data, tmp_path, monkeypatch):
+    """Two processes spending from one ledger at once would each write their own total and drop the other's."""
+    import threading
+
+    import fedxalign.client.site_round as site_round
+    from fedxalign.shared.folder_lock import exclusive
+
+    entered, done = threading.Event(), []
+    first_step = site_round.cached_reply  # the first thing a round does with the folder
+
+    def watched(*args):
+        entered.set()
+        return first_step(*args)
+
+    monkeypatch.setattr(site_round, "cached_reply", watched)
+    with exclusive(tmp_path):  # a round in progress (for flock, its own open file is another holder)
+        worker = threading.Thread(target=lambda: done.append(
+            train_round(eeg_site_data, tmp_path, MODEL, FAST, PrivacyConfig(), GlobalState(), round_no=1)))
+        worker.start()
+        assert not entered.wait(timeout=3.0)  # it waits before it reads anything
+    worker.join(timeout=120)
+    assert entered.is_set() and done and json.loads((tmp_path / LEDGER_FILE).read_text())["epsilon_spent"] > 0
