@@ -1,5 +1,6 @@
 """Real deployment on loopback: a SuperLink with TLS and SuperNode authentication, three SuperNodes
-(2 EEG, 1 ECG), `flwr run` of the unchanged apps; refusals, a site killed mid-run and rejoining.
+(2 EEG, 1 ECG), `flwr run` of the unchanged apps; refusals, a site killed mid-run and rejoining,
+a coordinator killed mid-run and resumed.
 
 Every process runs in its own session and is killed by process group at the end.
 """
@@ -68,9 +69,10 @@ class Cluster:
                 time.sleep(0.5)
         raise RuntimeError(f"SuperLink did not open port {self.port}:\n{self.log('superlink')}")
 
-    def start_node(self, site: str, key_site: str | None = None, ca: Path | None = None, data: str | None = None, **extra: str) -> subprocess.Popen:
+    def start_node(self, site: str, key_site: str | None = None, ca: Path | None = None, data: str | None = None,
+                   state: str = "state", **extra: str) -> subprocess.Popen:
         key_site = key_site or site
-        node_config = f'data-dir="{self.federation / (data or site)}" state-dir="{self.root / "state" / site}"'
+        node_config = f'data-dir="{self.federation / (data or site)}" state-dir="{self.root / state / site}"'
         args = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{self.port}",
                 "--root-certificates", str(ca or self.creds / "sites" / key_site / "ca.crt"),
                 "--auth-supernode-private-key", str(self.creds / "sites" / key_site / "auth_key"),
@@ -179,3 +181,70 @@ def test_federation_survives_a_killed_site_that_rejoins(cluster):
     assert (results / "checkpoint.npz").is_file() and (results / "sites.csv").is_file()
     sites_csv = (results / "sites.csv").read_text().splitlines()
     assert len(sites_csv) == 1 + 3 + 2 + 3 and "bytes_sent" in sites_csv[0]
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below `pid`, read from /proc (the ServerApp is the SuperLink's child)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == here]
+        out += kids
+        todo += kids
+    return out
+
+
+def server_app_pids(superlink: subprocess.Popen) -> list[int]:
+    found = []
+    for pid in descendants(superlink.pid):
+        try:
+            if b"serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def test_a_killed_coordinator_resumes_its_run(cluster):
+    """Kill the ServerApp process (by PID) after round 1, then `flwr run` again with federation.resume=true: all rounds
+    finish, each once in the logs, and each site's ledger goes on from what it had spent (a re-sent round is replayed)."""
+    for site in SITES:  # fresh site state, so the ledgers are this run's alone
+        cluster.kill(site)
+        cluster.start_node(site, state="state_resume")
+    results = cluster.root / "results_resume"
+    settings = [
+        f"'federation.federation_dir'='{cluster.federation}'", f"'federation.results_dir'='{results}'",
+        f"'federation.cache_dir'='{cluster.root / 'cache'}'", "'federation.rounds'=3", "'train.local_epochs'=1",
+        "'federation.min_sites'=3", "'federation.expected_sites'=3", "'federation.join_wait_s'=90.0",
+        "'federation.round_timeout_s'=90.0", "'federation.client_threads'=1", "'privacy.min_count'=2.0",
+    ]
+    first = cluster.spawn("flwr_run_1", [str(BIN / "flwr"), "run", str(ROOT), "fedxalign", "--run-config", " ".join(settings), "--stream"])
+    wait_for_round(results / "rounds.json", 1, first, 400)
+    end = time.time() + 60
+    while not (results / "checkpoint.npz").is_file() and time.time() < end:  # written last in a round
+        time.sleep(0.2)
+    apps = server_app_pids(cluster.procs["superlink"])
+    assert apps, "no ServerApp process under the SuperLink"
+    for pid in apps:
+        os.kill(pid, signal.SIGKILL)
+    cluster.kill("flwr_run_1")
+    stopped_at = json.loads((results / "rounds.json").read_text())
+    assert len(stopped_at) < 3
+    spent = {s: json.loads((cluster.root / "state_resume" / s / "ledger.json").read_text())["epsilon_spent"] for s in SITES}
+    again = cluster.spawn("flwr_run_2", [str(BIN / "flwr"), "run", str(ROOT), "fedxalign", "--run-config",
+                                         " ".join([*settings, "'federation.resume'=true"]), "--stream"])
+    assert again.wait(timeout=600) == 0, cluster.log("flwr_run_2")[-3000:]
+    rounds = json.loads((results / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    rows = (results / "sites.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 * len(SITES)  # each site once per round, the re-run round included once
+    for site in SITES:
+        ledger = json.loads((cluster.root / "state_resume" / site / "ledger.json").read_text())
+        assert spent[site] <= ledger["epsilon_spent"] <= ledger["epsilon_budget"]
+        assert ledger["counts"]["prototype_release"] == 3  # a round asked twice is released once
