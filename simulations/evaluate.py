@@ -10,6 +10,7 @@ baseline, so the two rows compare like with like.
 from __future__ import annotations
 
 import warnings
+from typing import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fedxalign.client.node import state_dir
-from fedxalign.client.site_round import load_encoder, local_anchors
+from fedxalign.client.site_round import PAIRED_ENCODER_FILES, load_encoder, local_anchors
 from fedxalign.client.training import embed
 from fedxalign.server.alignment import alignment_score
 from fedxalign.server.strategy import ServerState
@@ -43,20 +44,25 @@ class SiteEmbeddings:
 
 
 def from_states(sites: list[SiteData], settings: RunSettings, state_root: Path, server: ServerState | None,
-                anchor_key: str = "modality") -> list[SiteEmbeddings]:
+                anchor_key: str = "modality", paired: Collection[str] = ()) -> list[SiteEmbeddings]:
     """Embeddings from the model the federation ends with: the server's averaged encoder for the site's
-    modality when weights are shared (else the site's own last encoder), projected by the server's head."""
+    modality when weights are shared (else the site's own last encoder), projected by the server's head.
+    A half of a paired node (named in `paired`) keeps its encoder in the node's folder, one file per modality."""
     out = []
     n_classes = len(sites[0].vocabulary)
     for d in sites:
         m = d.site.modality
+        node = d.site.name.split("/")[0] if d.site.name.split("/")[0] in paired else None
         final = server.weights.get(m) if server is not None else None
-        model = load_encoder(state_dir(state_root, d.site.name), settings.model_for(m), d.site.name, final)
+        if node is not None:
+            model = load_encoder(state_dir(state_root, node), settings.model_for(m), f"{node}/{m}", final, PAIRED_ENCODER_FILES[m])
+        else:
+            model = load_encoder(state_dir(state_root, d.site.name), settings.model_for(m), d.site.name, final)
         head = torch.from_numpy(server.heads[m]) if server is not None and m in server.heads else None
         if server is not None and m in server.anchors:
             anchors, present = server.anchors[m], server.present[m]
         else:
-            key = m if anchor_key == "modality" else d.site.name
+            key = m if anchor_key == "modality" else (node or d.site.name)  # a paired node's one space (inprocess.local_paired_anchors)
             anchors, present = local_anchors(key, n_classes, settings.model.embed_dim), np.ones(n_classes, bool)
         out.append(_site_embeddings(d, model, head, anchors, present))
     return out

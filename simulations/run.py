@@ -153,13 +153,15 @@ def simulate(cfg: DictConfig) -> dict:
     run_flower(settings, len(nodes), cfg.num_cpus_per_client)
     fed_wall = time.time() - t_fed
     state = ServerState.load(out / "checkpoint.npz")
-    embs = {"fedxalign": from_states(sites, settings, out / "state", state)}
+    names = {p.name for p in paired}
+    embs = {"fedxalign": from_states(sites, settings, out / "state", state, paired=names)}
     run_dp_baselines([b for b in ("fedavg", "local") if b in cfg.baselines], settings, out / "baselines", cfg.num_cpus_per_client)
     if "fedavg" in cfg.baselines:
         fa = unaligned_fedavg_settings(settings)
-        embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE))
+        embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE),
+                                     paired=names)
     if "local" in cfg.baselines:
-        embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site")
+        embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site", paired=names)
     reference = None
     if "central" in cfg.baselines:
         reference = train_centralised(sites, settings, ReferenceConfig.from_mapping(cfg.reference), seed=settings.train.seed)
