@@ -95,7 +95,7 @@ def _train_paired(msg: Message, s: RunSettings, node: NodeSite, privacy, request
     globs, fusion = unpack_paired_global(_arrays(msg.content["global"]), len(s.data.vocabulary), s.model.embed_dim,
                                          {m: weight_shapes(c) for m, c in cfgs.items()} if share else None,
                                          s.fusion_shapes() if share else None)
-    return train_paired_round(load_node_data(node, s), node.state_dir, cfgs, s.train, privacy, s.fusion, globs, fusion,
+    return train_paired_round(load_node_data(node, s), node.state_dir, cfgs, s.train_for_paired(), privacy, s.fusion, globs, fusion,
                               share_weights=share, report_train_loss=request.report_train_loss, round_no=request.round,
                               max_releases=node.policy.max_rounds, objective=s.federation.objective(request.round))
 

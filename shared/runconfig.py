@@ -125,6 +125,14 @@ class RunSettings:
     def train_for(self, modality: str) -> TrainConfig:
         return dataclasses.replace(self.train, **dict(self.train_overrides.get(modality, {})))
 
+    def train_for_paired(self) -> TrainConfig:
+        """A paired site trains both encoders in ONE DP-SGD run (one optimizer, one sampling of pairs), so per-modality
+        training overrides cannot apply there; refused rather than silently ignored."""
+        if any(self.train_overrides.values()):
+            raise ConfigError(f"per-modality training overrides {dict(self.train_overrides)} cannot apply at a paired site, which "
+                              "trains both encoders in one DP-SGD run; drop them or run with federation.paired_as=two")
+        return self.train
+
     def fusion_shapes(self) -> dict[str, tuple[int, ...]] | None:
         return fusion_shapes(len(self.data.vocabulary), self.fusion.kind) if self.fusion.enabled else None
 

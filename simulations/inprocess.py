@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def _paired_round(p: PairedSiteData, settings: RunSettings, state_root: Path, globs: dict[str, GlobalState],
                   fusion: dict | None, rnd: int, share: bool):
-    return train_paired_round(p, state_dir(state_root, p.name), {m: settings.model_for(m) for m in MODALITIES}, settings.train,
+    return train_paired_round(p, state_dir(state_root, p.name), {m: settings.model_for(m) for m in MODALITIES}, settings.train_for_paired(),
                               settings.privacy, settings.fusion, globs, fusion, share_weights=share, round_no=rnd)
 
 

@@ -139,6 +139,8 @@ def simulate(cfg: DictConfig) -> dict:
     sites = load_sites(root, settings)
     nodes = federation_nodes(root, settings.federation.paired_as == "one")
     paired = [load_paired_site(n, settings.data, settings.federation.cache_dir) for n in nodes if is_paired_dir(n)]
+    if paired:
+        settings.train_for_paired()  # refuse per-modality training overrides before any round, not at the paired site
     settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(nodes)))
     n_classes = len(settings.data.vocabulary)
     singles = [d for d in sites if not any(d.site.name.startswith(p.name + "/") for p in paired)]

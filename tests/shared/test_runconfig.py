@@ -93,3 +93,11 @@ def test_rounds_live_in_one_key():
     assert "train.planned_rounds" not in s.to_flat() and s.train.planned_rounds == s.federation.rounds
     with pytest.raises(ConfigError, match="train.planned_rounds"):
         RunSettings.from_flat(s.to_flat() | {"train.planned_rounds": 3})
+
+
+def test_per_modality_training_overrides_are_refused_for_a_paired_site_not_ignored():
+    s = run_settings(compose_config("simulate", ["federation.results_dir=/tmp/r", "+training.by_modality.ecg.lr=0.2"]))
+    assert s.train_for("ecg").lr == 0.2
+    with pytest.raises(ConfigError, match="cannot apply at a paired site"):
+        s.train_for_paired()
+    assert settings().train_for_paired() == settings().train
