@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 from fedxalign.server.strategy import RoundSummary, ServerState, SiteResult, aggregate_round, site_rows, write_csv, write_json
 from fedxalign.shared.errors import FedXAlignError
 from fedxalign.shared.protocol import ReplySpec, message_records, reply_problems
-from fedxalign.shared.runconfig import RunSettings
+from fedxalign.shared.runconfig import FederationConfig, RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,29 @@ def wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
         time.sleep(1.0)
 
 
+def gather_sites(grid: Grid, sites: dict[int, dict[str, str]], fed: FederationConfig, first: bool) -> list[int]:
+    """The nodes to train this round: listed by the SuperLink AND answering the query (`sites` keeps who answered).
+
+    The SuperLink can still list a node that died (until its heartbeat expires) while its
+    restarted SuperNode has not registered yet; such a node fails the query. Until enough sites
+    answer (`expected_sites`, at least `min_sites`) the listing is read and the unanswered nodes
+    are asked again, up to `round_timeout_s` for a run's first round and `join_wait_s` later.
+    """
+    want = max(fed.min_sites, fed.expected_sites)
+    end = time.time() + (fed.round_timeout_s if first else fed.join_wait_s)
+    node_ids = wait_for_nodes(grid, fed.min_sites, fed.round_timeout_s)
+    while True:
+        node_ids = wait_for_nodes(grid, want, max(0.0, end - time.time())) if len(node_ids) < want else node_ids
+        new = [n for n in node_ids if n not in sites]
+        if new:
+            sites |= query_sites(grid, new, fed.round_timeout_s)
+        targets = [n for n in node_ids if n in sites]
+        if len(targets) >= want or time.time() >= end:
+            return targets
+        time.sleep(1.0)
+        node_ids = sorted(grid.get_node_ids())
+
+
 def query_sites(grid: Grid, node_ids: list[int], timeout_s: float) -> dict[int, dict[str, str]]:
     msgs = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in node_ids]
     out = {}
@@ -109,14 +132,7 @@ def run_federation(grid: Grid, settings: RunSettings, on_round: Callable[[RoundS
     runlog = RunLog.load(out).up_to(state.round) if state.round else RunLog()
     for rnd in range(state.round + 1, fed.rounds + 1):
         t0 = time.time()
-        node_ids = wait_for_nodes(grid, fed.min_sites, fed.round_timeout_s)
-        if fed.expected_sites > len(node_ids):
-            first = rnd == state.round + 1
-            node_ids = wait_for_nodes(grid, fed.expected_sites, fed.round_timeout_s if first else fed.join_wait_s)
-        new = [n for n in node_ids if n not in sites]
-        if new:
-            sites |= query_sites(grid, new, fed.round_timeout_s)
-        targets = [n for n in node_ids if n in sites]
+        targets = gather_sites(grid, sites, fed, first=rnd == state.round + 1)
         if len(targets) < fed.min_sites:
             raise FederationError(f"round {rnd}: only {len(targets)} site(s) reachable, fewer than min_sites={fed.min_sites}")
         cfg = ConfigRecord({"round": rnd, "share-weights": fed.share_weights})

@@ -84,3 +84,39 @@ def test_evaluate_messages_go_only_to_sites_that_share_scores(tmp_path, monkeypa
     evaluate_sites(grid, ServerState(), sites, [1, 2], 1, s)
     assert grid.sent == [2]
     evaluate_sites(NoGrid(), ServerState(), {1: sites[1]}, [1], 1, s)  # nobody to ask: the grid is not used
+
+
+class RestartingGrid:
+    """The SuperLink still lists three dead nodes (they fail the query); three restarted ones register a moment later."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def get_node_ids(self):
+        self.calls += 1
+        return [1, 2, 3] if self.calls < 3 else [1, 2, 3, 11, 12, 13]
+
+    def send_and_receive(self, msgs, timeout=None):
+        from flwr.app import ConfigRecord, Error, Message, RecordDict
+
+        for m in msgs:
+            n = m.metadata.dst_node_id
+            if n < 10:
+                yield Message(Error(5, "Node Unavailable"), reply_to=m)
+            else:
+                yield Message(RecordDict({"info": ConfigRecord({"site": f"s{n}", "modality": "eeg", "evaluates": "no"})}),
+                              reply_to=m)
+
+
+def test_a_run_waits_for_restarted_sites_instead_of_failing_on_dead_listed_ones(tmp_path, monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedxalign.server.federation_loop import gather_sites
+
+    for attr in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    fed = settings(tmp_path, min_sites=3, expected_sites=3, round_timeout_s=30.0).federation
+    sites = {}
+    assert gather_sites(RestartingGrid(), sites, fed, first=True) == [11, 12, 13]
+    assert set(sites) == {11, 12, 13}
