@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SITES = ("eeg_a", "eeg_b", "ecg_a")
+RESUME_KEYS = tuple(f"r_{s}" for s in SITES)  # the resume test's own nodes: a key still active cannot register again at once
 
 
 def free_port() -> int:
@@ -96,11 +97,11 @@ class Cluster:
 def cluster(tiny_federation, tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("deploy"), tiny_federation)
     try:
-        make_credentials(c.creds, ["localhost", "127.0.0.1"], [*SITES, "intruder"])
+        make_credentials(c.creds, ["localhost", "127.0.0.1"], [*SITES, *RESUME_KEYS, "intruder"])
         c.start_superlink()
         write_connection(c.root / "flwrhome", "fedxalign", f"127.0.0.1:{c.port}", c.creds / "ca" / "ca.crt")
         reg = subprocess.run([sys.executable, "-m", "fedxalign.server.credentials_cli", "register", "--out", str(c.creds),
-                              "--connection", "fedxalign", *sum((["--site", s] for s in SITES), [])],
+                              "--connection", "fedxalign", *sum((["--site", s] for s in (*SITES, *RESUME_KEYS)), [])],
                              env=c.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert reg.returncode == 0, reg.stdout + reg.stderr
         yield c
@@ -214,9 +215,9 @@ def server_app_pids(superlink: subprocess.Popen) -> list[int]:
 def test_a_killed_coordinator_resumes_its_run(cluster):
     """Kill the ServerApp process (by PID) after round 1, then `flwr run` again with federation.resume=true: all rounds
     finish, each once in the logs, and each site's ledger goes on from what it had spent (a re-sent round is replayed)."""
-    for site in SITES:  # fresh site state, so the ledgers are this run's alone
-        cluster.kill(site)
-        cluster.start_node(site, state="state_resume")
+    for site in SITES:  # fresh nodes and site state, so the ledgers are this run's alone; the SuperLink still lists
+        cluster.kill(site)  # the killed nodes for a while, and the run must go on with the ones that answer
+        cluster.start_node(site, key_site=f"r_{site}", state="state_resume")
     results = cluster.root / "results_resume"
     settings = [
         f"'federation.federation_dir'='{cluster.federation}'", f"'federation.results_dir'='{results}'",
