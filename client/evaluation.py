@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from fedxalign.client.site_round import ENCODER_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, load_encoder, local_anchors
+from fedxalign.client.site_round import (ENCODER_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, load_encoder, load_paired_encoder,
+                                         local_anchors)
 from fedxalign.client.training import embed
 from fedxalign.shared.data.paired import MODALITIES, PairedSiteData
 from fedxalign.shared.data.site import SiteData
@@ -59,7 +60,7 @@ def evaluate_paired(data: PairedSiteData, state_dir: Path, model_cfgs: Mapping[s
         heads = {m: torch.from_numpy(npz[f"{m}.head"]) if f"{m}.head" in npz.files else None for m in MODALITIES}
         anchors = {m: (torch.from_numpy(npz[f"{m}.anchors"]), torch.from_numpy(npz[f"{m}.present"] > 0)) for m in MODALITIES}
     ds = data.dataset(split)
-    s = {m: anchor_scores(torch.from_numpy(embed(load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", None, PAIRED_ENCODER_FILES[m]),
+    s = {m: anchor_scores(torch.from_numpy(embed(load_paired_encoder(state_dir, model_cfgs[m], data.name, None),
                                                  ds.x_eeg if m == "eeg" else ds.x_ecg, heads[m])), *anchors[m]) for m in MODALITIES}
     fusion = load_fusion(state_dir, data.name, len(data.vocabulary), fusion_cfg, None)
     pred, y = fusion.predict(s["eeg"], s["ecg"], "masked").argmax(1), ds.y.numpy()

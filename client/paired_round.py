@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fedxalign.client.site_round import (FUSION_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, SiteReply, answer_round, finite,
-                               load_encoder, local_anchors, request_key, site_seed)
+                               load_paired_encoder, local_anchors, request_key, site_seed)
 from fedxalign.client.training import BatchLoss, TrainReport, dp_train, embed, project
 from fedxalign.shared.atomic_files import write_npz
 from fedxalign.shared.data.paired import MODALITIES, PairDataset, PairedSiteData
@@ -163,8 +163,7 @@ def load_paired_model(data: PairedSiteData, state_dir: Path, model_cfgs: Mapping
                       weights: Mapping[str, Mapping[str, np.ndarray] | None], fusion_weights: Mapping[str, np.ndarray] | None,
                       fuse: bool) -> PairedModel:
     """Both encoders (and the fusion head when `fuse`), each from the server's weights, else the site's last, else a fresh start."""
-    encoders = {m: load_encoder(state_dir, model_cfgs[m], f"{data.name}/{m}", weights[m], PAIRED_ENCODER_FILES[m])
-                for m in MODALITIES}
+    encoders = {m: load_paired_encoder(state_dir, model_cfgs[m], data.name, weights[m]) for m in MODALITIES}
     fusion = load_fusion(state_dir, data.name, len(data.vocabulary), fusion_cfg, fusion_weights) if fuse else None
     return PairedModel(encoders["eeg"], encoders["ecg"], fusion)
 

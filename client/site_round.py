@@ -75,6 +75,11 @@ def load_encoder(state_dir: Path, cfg: EncoderConfig, site_name: str, weights: d
     return model
 
 
+def load_paired_encoder(state_dir: Path, cfg: EncoderConfig, node: str, weights: dict[str, np.ndarray] | None) -> CrissCrossEncoder:
+    """One modality's encoder of the paired node `node` (its own file in the node's folder, seeded by `<node>/<modality>`)."""
+    return load_encoder(state_dir, cfg, f"{node}/{cfg.modality}", weights, PAIRED_ENCODER_FILES[cfg.modality])
+
+
 def open_ledger(state_dir: Path, privacy_cfg: PrivacyConfig) -> PrivacyLedger:
     """The site's ledger; refuses (LedgerIntegrityError) when it is gone or edited but the folder shows earlier work."""
     return PrivacyLedger(state_dir / LEDGER_FILE, privacy_cfg,
@@ -139,49 +144,42 @@ def answer_round(name: str, state_dir: Path, round_no: int, key: str, privacy_cf
     lock, so a second message for this site waits and then, for the same request, replays.
     """
     with exclusive(state_dir):
-        return _answer_round(name, state_dir, round_no, key, privacy_cfg, release_sigma, start, spec, share_weights,
-                             report_train_loss, max_releases)
-
-
-def _answer_round(name: str, state_dir: Path, round_no: int, key: str, privacy_cfg: PrivacyConfig,
-                  release_sigma: float, start: Callable[[], RoundWork], spec: ReplySpec, share_weights: bool,
-                  report_train_loss: bool, max_releases: int | None) -> SiteReply:
-    replay = cached_reply(state_dir, round_no, key)
-    if replay is not None:
-        log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", name, round_no)
-        return replay
-    ledger = open_ledger(state_dir, privacy_cfg)
-    if max_releases is not None and ledger.counts.get("prototype_release", 0) >= max_releases:
-        raise PolicyRefusal("max_rounds", "the site has taken part in as many rounds as its policy allows")
-    work = start()
-    report, arrays = None, work.empty()
-    if not privacy_cfg.enabled or ledger.can_afford([(release_sigma, 1.0, 1)]):
-        try:
-            report = work.train(ledger)
-        except BudgetExceeded as err:
-            log.warning("site %s: %s", name, err)
-        if not work.keep():  # a diverged step must not replace the last good model
-            log.error("site %s: training gave non-finite weights; keeping the previous model", name)
-        try:
-            arrays = work.release(ledger if privacy_cfg.enabled else None)
-        except BudgetExceeded as err:
-            log.warning("site %s: prototype release refused: %s", name, err)
-    else:
-        log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
-                    name, ledger.epsilon(), privacy_cfg.epsilon)
-    if share_weights:
-        arrays |= work.shared()
-    metrics = {
-        "epsilon": ledger.epsilon(), "delta": privacy_cfg.delta,
-        "epsilon_budget": privacy_cfg.epsilon if privacy_cfg.enabled else float("inf"),
-        "released_classes": float((arrays["counts"] > 0).sum()),
-    }
-    if report_train_loss and report is not None and np.isfinite(report.mean_loss):
-        metrics["train_loss"] = report.mean_loss
-    check_reply(arrays, metrics, spec)
-    if round_no > 0:
-        write_npz(reply_path(state_dir, round_no, key), arrays, metrics)
-    return SiteReply(arrays, metrics, report)
+        replay = cached_reply(state_dir, round_no, key)
+        if replay is not None:
+            log.info("site %s: round %d was answered before; replaying that reply (no budget spent)", name, round_no)
+            return replay
+        ledger = open_ledger(state_dir, privacy_cfg)
+        if max_releases is not None and ledger.counts.get("prototype_release", 0) >= max_releases:
+            raise PolicyRefusal("max_rounds", "the site has taken part in as many rounds as its policy allows")
+        work = start()
+        report, arrays = None, work.empty()
+        if not privacy_cfg.enabled or ledger.can_afford([(release_sigma, 1.0, 1)]):
+            try:
+                report = work.train(ledger)
+            except BudgetExceeded as err:
+                log.warning("site %s: %s", name, err)
+            if not work.keep():  # a diverged step must not replace the last good model
+                log.error("site %s: training gave non-finite weights; keeping the previous model", name)
+            try:
+                arrays = work.release(ledger if privacy_cfg.enabled else None)
+            except BudgetExceeded as err:
+                log.warning("site %s: prototype release refused: %s", name, err)
+        else:
+            log.warning("site %s: privacy budget spent (epsilon %.3f of %g); answering with an empty release",
+                        name, ledger.epsilon(), privacy_cfg.epsilon)
+        if share_weights:
+            arrays |= work.shared()
+        metrics = {
+            "epsilon": ledger.epsilon(), "delta": privacy_cfg.delta,
+            "epsilon_budget": privacy_cfg.epsilon if privacy_cfg.enabled else float("inf"),
+            "released_classes": float((arrays["counts"] > 0).sum()),
+        }
+        if report_train_loss and report is not None and np.isfinite(report.mean_loss):
+            metrics["train_loss"] = report.mean_loss
+        check_reply(arrays, metrics, spec)
+        if round_no > 0:
+            write_npz(reply_path(state_dir, round_no, key), arrays, metrics)
+        return SiteReply(arrays, metrics, report)
 
 
 def finite(module: torch.nn.Module) -> bool:

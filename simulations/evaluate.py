@@ -22,10 +22,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fedxalign.client.node import state_dir
-from fedxalign.client.site_round import PAIRED_ENCODER_FILES, load_encoder, local_anchors
+from fedxalign.client.site_round import load_encoder, load_paired_encoder, local_anchors
 from fedxalign.client.training import embed
 from fedxalign.server.alignment import alignment_score
 from fedxalign.server.strategy import ServerState
+from fedxalign.shared.data.paired import paired_node_of
 from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.models.encoder import CrissCrossEncoder
 from fedxalign.shared.runconfig import RunSettings
@@ -52,10 +53,10 @@ def from_states(sites: list[SiteData], settings: RunSettings, state_root: Path, 
     n_classes = len(sites[0].vocabulary)
     for d in sites:
         m = d.site.modality
-        node = d.site.name.split("/")[0] if d.site.name.split("/")[0] in paired else None
+        node = paired_node_of(d.site.name, paired)
         final = server.weights.get(m) if server is not None else None
         if node is not None:
-            model = load_encoder(state_dir(state_root, node), settings.model_for(m), f"{node}/{m}", final, PAIRED_ENCODER_FILES[m])
+            model = load_paired_encoder(state_dir(state_root, node), settings.model_for(m), node, final)
         else:
             model = load_encoder(state_dir(state_root, d.site.name), settings.model_for(m), d.site.name, final)
         head = torch.from_numpy(server.heads[m]) if server is not None and m in server.heads else None

@@ -18,10 +18,10 @@ import torch
 
 from fedxalign.client.node import state_dir
 from fedxalign.client.paired_round import load_fusion
-from fedxalign.client.site_round import PAIRED_ENCODER_FILES, load_encoder
+from fedxalign.client.site_round import load_encoder, load_paired_encoder
 from fedxalign.client.training import embed
 from fedxalign.server.strategy import ServerState
-from fedxalign.shared.data.paired import MODALITIES, PairedSiteData
+from fedxalign.shared.data.paired import MODALITIES, PairedSiteData, paired_node_of
 from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.models.fusion import CONDITIONS, STRATEGIES, anchor_scores
 from fedxalign.shared.runconfig import RunSettings
@@ -71,8 +71,7 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
     shared_head = load_fusion(state_root, "server", n_classes, settings.fusion, server.fusion) if server.fusion else own[paired[0].name]
     for p in paired:
         folder = state_dir(state_root, p.name)
-        enc = {m: load_encoder(folder, settings.model_for(m), f"{p.name}/{m}", server.weights.get(m), PAIRED_ENCODER_FILES[m])
-               for m in MODALITIES}
+        enc = {m: load_paired_encoder(folder, settings.model_for(m), p.name, server.weights.get(m)) for m in MODALITIES}
         fusion = own.get(p.name, shared_head)
         test = p.dataset("test")
         y = test.y.numpy()
@@ -90,7 +89,7 @@ def fusion_table(paired: list[PairedSiteData], sites: list[SiteData], settings: 
     for d in sites:
         m = d.site.modality
         test = d.dataset("test")
-        if not len(test) or d.site.name.split("/")[0] in {p.name for p in paired}:
+        if not len(test) or paired_node_of(d.site.name, {p.name for p in paired}):
             continue  # a paired site's halves are scored above, as pairs
         model = load_encoder(state_dir(state_root, d.site.name), settings.model_for(m), d.site.name, server.weights.get(m))
         zm = torch.from_numpy(embed(model, test.x, heads[m]))

@@ -23,7 +23,8 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from fedxalign.shared.data.config import SiteConfig
-from fedxalign.shared.data.paired import PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site
+from fedxalign.shared.data.paired import (PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site,
+                                          paired_node_of)
 from fedxalign.shared.data.site import SiteData, federation_sites, load_federation_site
 from fedxalign.shared.data.synthetic.federation import MANIFEST, generate_federation
 from fedxalign.shared.privacy.policy import describe_unit
@@ -143,7 +144,7 @@ def simulate(cfg: DictConfig) -> dict:
         settings.train_for_paired()  # refuse per-modality training overrides before any round, not at the paired site
     settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(nodes)))
     n_classes = len(settings.data.vocabulary)
-    singles = [d for d in sites if not any(d.site.name.startswith(p.name + "/") for p in paired)]
+    singles = [d for d in sites if not paired_node_of(d.site.name, {p.name for p in paired})]
     kinds = f"{sum(d.site.modality == 'eeg' for d in singles)} EEG, {sum(d.site.modality == 'ecg' for d in singles)} ECG"
     kinds += f", {len(paired)} paired EEG+ECG (one node each)" if paired else ""
     print(f"FedXAlign: {len(nodes)} sites ({kinds}), {settings.federation.rounds} rounds, "

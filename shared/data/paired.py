@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 import torch
@@ -62,6 +63,12 @@ class PairedSiteConfig:
 
 def is_paired_dir(folder: str | Path) -> bool:
     return (Path(folder) / PAIRED_FILE).is_file()
+
+
+def paired_node_of(site_name: str, nodes: Collection[str]) -> str | None:
+    """The paired node (one of `nodes`) a half belongs to: a half's site name is `<node>/<modality>`; None for a single site."""
+    node = site_name.split("/")[0]
+    return node if "/" in site_name and node in nodes else None
 
 
 def federation_nodes(root: str | Path, paired_as_one: bool = True) -> list[Path]:

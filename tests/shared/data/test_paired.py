@@ -60,3 +60,10 @@ def test_the_site_check_refuses_halves_in_the_wrong_folders(paired_folder, data_
     (swapped / PAIRED_FILE).write_text(yaml.safe_dump(cfg))
     report = check_paired_site(swapped, data_cfg, progress=False)
     assert not report.usable and "the EEG folder's site.yaml says modality 'ecg'" in report.problem
+
+
+def test_a_half_names_its_paired_node_and_a_single_site_none():
+    from fedxalign.shared.data.paired import paired_node_of
+
+    assert paired_node_of("psg/eeg", {"psg"}) == "psg"
+    assert paired_node_of("psg/eeg", {"other"}) is None and paired_node_of("psg", {"psg"}) is None
