@@ -13,25 +13,27 @@ from fedxalign.client.allowlist import make_allowlist_mod
 from fedxalign.client.node import NodeSite, load_node_data, resolve_node
 from fedxalign.client.site_round import train_round
 from fedxalign.shared.models.encoder import weight_shapes
-from fedxalign.shared.privacy.policy import RoundRequest, SitePolicy, enforce
+from fedxalign.shared.privacy.policy import RoundRequest, enforce
 from fedxalign.shared.protocol import MODALITIES, ReplySpec, unpack_global, unpack_paired_global
 from fedxalign.shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
+# Opacus' import calls logging.basicConfig (a root handler): without this, Flower's records print twice, DEBUG included
+logging.getLogger("flwr").propagate = False
 
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
-def make_client_app(settings: RunSettings | None = None, sim_policy: SitePolicy | None = None) -> ClientApp:
-    """A ClientApp; `settings` (and the simulated sites' `sim_policy`) given by an in-process simulation, else read from the run."""
+def make_client_app() -> ClientApp:
+    """A ClientApp: the run's settings from `run_config`, the site (and its policy) from `node_config`, simulated or deployed alike."""
 
     def setup(context: Context) -> tuple[RunSettings, NodeSite]:
-        s = settings or RunSettings.from_flat(context.run_config)
+        s = RunSettings.from_flat(context.run_config)
         if s.federation.client_threads > 0:
             torch.set_num_threads(s.federation.client_threads)
-        return s, resolve_node(context.node_config, s, sim_policy)
+        return s, resolve_node(context.node_config, s)
 
     def spec_for(context: Context) -> ReplySpec:
         s, node = setup(context)

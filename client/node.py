@@ -3,10 +3,12 @@
 Deployment (a hospital's SuperNode) passes `data-dir` and `state-dir` (and may pass
 `site-config`, a YAML path). The site's privacy policy comes from `policy-file` (a YAML path),
 else `<data-dir>/policy.yaml`, else the strict defaults of `SitePolicy`; the `node_config` keys
-in POLICY_KEYS override single fields of it. The simulation engine passes only `partition-id`,
-which indexes the sorted node folders of the run's federation directory (a paired folder, one
-holding `paired.yaml`, is ONE node unless `federation.paired_as=two`); a simulated site's
-policy is the researcher's (given to the ClientApp), else its folder's `policy.yaml`. A
+in POLICY_KEYS override single fields of it. Flower's simulation engine passes only `partition-id`
+(and `num-partitions`), which indexes the sorted node folders of the run's federation directory
+(a paired folder, one holding `paired.yaml`, is ONE node unless `federation.paired_as=two`).
+A simulated site's policy allows exactly what the run asks: the researcher owns every simulated
+site. Only the node's own `node_config` can make it a simulated one (the coordinator's run
+config cannot), and a node given `data-dir` is always a deployed site with its own policy. A
 deployed `data-dir` that holds `paired.yaml` makes the node a paired site.
 """
 
@@ -73,6 +75,13 @@ def _as_bool(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
 
 
+def simulated_site_policy(settings: RunSettings) -> SitePolicy:
+    """A simulated site's policy: the researcher owns it, so it allows exactly what the run asks (scores included)."""
+    fed = settings.federation
+    return SitePolicy.permitting(settings.privacy, share_weights=fed.share_weights, share_train_loss=fed.report_train_loss,
+                                 rounds=fed.rounds)
+
+
 def read_policy(node_config: Mapping[str, Any], site_dir: Path, sim_policy: SitePolicy | None) -> SitePolicy:
     """The simulation's policy, else `policy-file`, else `<site_dir>/policy.yaml`, else the strict defaults; then the node keys."""
     if sim_policy is not None:
@@ -89,7 +98,7 @@ def read_policy(node_config: Mapping[str, Any], site_dir: Path, sim_policy: Site
         raise ConfigError(f"bad site policy in node_config: {err}") from err
 
 
-def resolve_node(node_config: Mapping[str, Any], settings: RunSettings, sim_policy: SitePolicy | None = None) -> NodeSite:
+def resolve_node(node_config: Mapping[str, Any], settings: RunSettings) -> NodeSite:
     unknown = sorted(set(node_config) - set(NODE_KEYS))
     if unknown:
         raise ConfigError(f"unknown node_config key(s) {unknown}; allowed: {list(NODE_KEYS)}")
@@ -108,6 +117,7 @@ def resolve_node(node_config: Mapping[str, Any], settings: RunSettings, sim_poli
         site_dir = sites[pid]
         site, paired = _node_site(site_dir, None)
         folder = state_dir(Path(settings.federation.results_dir) / "state", paired.name if paired else site.name)
+        sim_policy = simulated_site_policy(settings)
     else:
         raise ConfigError("node_config names no site: give 'data-dir' and 'state-dir' (deployment) or run in simulation")
     return NodeSite(site_dir=site_dir, site=site, state_dir=folder, policy=read_policy(node_config, site_dir, sim_policy),

@@ -9,19 +9,31 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedxalign.server.federation_loop import run_federation
+from fedxalign.server.progress import round_line
 from fedxalign.shared.runconfig import RunSettings
 
 log = logging.getLogger(__name__)
+# Opacus' import calls logging.basicConfig (a root handler): without this, Flower's records print twice, DEBUG included
+logging.getLogger("flwr").propagate = False
 
 
-def make_server_app(settings: RunSettings | None = None, on_round: Callable | None = None) -> ServerApp:
-    """A ServerApp; `settings` given by an in-process simulation, else read from the run's `run_config`."""
+def print_progress(rounds: int) -> Callable:
+    """Round lines on stdout: `flwr run --stream` shows them to whoever started the run, simulated or deployed."""
+
+    def on_round(summary, results, wall):
+        print(round_line(summary, results, wall, rounds), flush=True)
+
+    return on_round
+
+
+def make_server_app() -> ServerApp:
+    """A ServerApp reading its settings from the run's `run_config` (simulated or deployed alike)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        s = settings or RunSettings.from_flat(context.run_config)
-        state = run_federation(grid, s, on_round)
+        s = RunSettings.from_flat(context.run_config)
+        state = run_federation(grid, s, print_progress(s.federation.rounds))
         log.info("federation finished after round %d; results in %s", state.round, s.federation.results_dir)
 
     return app

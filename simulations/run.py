@@ -31,7 +31,8 @@ from fedxalign.shared.privacy.policy import describe_unit
 from fedxalign.shared.runconfig import RunSettings
 from fedxalign.simulations.generate import federation_spec
 from fedxalign.configs import CONFIG_DIR
-from fedxalign.simulations.settings import run_settings, simulated_site_policy
+from fedxalign.simulations.flower_run import run_federation_simulation
+from fedxalign.simulations.settings import run_settings
 
 log = logging.getLogger("fedxalign.simulations.run")
 
@@ -58,35 +59,6 @@ def mark_paired_folders(root: Path) -> None:
     for name, halves in (manifest.get("paired") or {}).items():
         if not is_paired_dir(root / name) and all((root / h / "site.yaml").is_file() for h in halves.values()):
             PairedSiteConfig(name, root / halves["eeg"], root / halves["ecg"]).write(root / name)
-
-
-def progress_printer(rounds: int):
-    def on_round(summary, results, wall):
-        eps = [r.metrics.get("epsilon", float("nan")) for r in results]
-        budget = results[0].metrics.get("epsilon_budget", float("nan")) if results else float("nan")
-        loss = f"loss {summary.train_loss:.3f} | " if summary.train_loss == summary.train_loss else ""
-        cond = f"head cond {max(summary.head_condition.values()):.2f} | " if summary.head_condition else ""
-        print(f"round {summary.round}/{rounds} | {summary.n_sites} sites | {loss}"
-              f"alignment {summary.alignment_before:+.3f} -> {summary.alignment_after:+.3f} | {cond}"
-              f"epsilon max {max(eps):.2f} of {budget:g} | {wall:.1f} s", flush=True)
-    return on_round
-
-
-def run_flower(settings: RunSettings, n_sites: int, cpus_per_client: float) -> None:
-    from flwr.simulation import run_simulation
-
-    from fedxalign.client.client_app import make_client_app
-    from fedxalign.server.server_app import make_server_app
-
-    quiet_libraries()
-    logging.getLogger("flwr").setLevel(logging.ERROR)  # run_simulation's deprecation notice; our loop logs failures
-    run_simulation(
-        server_app=make_server_app(settings, on_round=progress_printer(settings.federation.rounds)),
-        client_app=make_client_app(settings, simulated_site_policy(settings)),
-        num_supernodes=n_sites,
-        backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-                        "init_args": {"logging_level": "ERROR", "log_to_driver": False}},
-    )
 
 
 def run_dp_baselines(kinds: list[str], settings: RunSettings, root: Path, cpus_per_job: float) -> None:
@@ -153,7 +125,7 @@ def simulate(cfg: DictConfig) -> dict:
         print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "
               f"({len(p.eeg.y)} EEG, {len(p.ecg.y)} ECG windows); the pair is its privacy unit", flush=True)
     t_fed = time.time()
-    run_flower(settings, len(nodes), cfg.num_cpus_per_client)
+    run_federation_simulation(settings, len(nodes), cfg.num_cpus_per_client, out / "flower")
     fed_wall = time.time() - t_fed
     state = ServerState.load(out / "checkpoint.npz")
     names = {p.name for p in paired}

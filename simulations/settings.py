@@ -6,7 +6,6 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from fedxalign.shared.privacy.policy import SitePolicy
 from fedxalign.shared.runconfig import RunSettings
 
 
@@ -19,10 +18,3 @@ def run_settings(cfg: DictConfig) -> RunSettings:
     if not privacy.get("enabled", True):
         privacy["epsilon"] = 1.0  # unused when DP is off; keeps the schema's finite-budget check simple
     return RunSettings.from_nested(values)
-
-
-def simulated_site_policy(settings: RunSettings) -> SitePolicy:
-    """In a simulation the researcher owns every site: each site's policy allows exactly what the run asks (scores included)."""
-    fed = settings.federation
-    return SitePolicy.permitting(settings.privacy, share_weights=fed.share_weights, share_train_loss=fed.report_train_loss,
-                                 rounds=fed.rounds)

@@ -46,3 +46,16 @@ def test_bad_node_config(settings, tiny_federation):
         resolve_node({"data-dir": str(tiny_federation / "ecg_a")}, settings)
     with pytest.raises(ConfigError, match="unknown node_config"):
         resolve_node({"data_dir": "x"}, settings)
+
+
+def test_only_a_simulated_node_takes_the_runs_policy_and_a_deployed_one_keeps_its_own(tiny_federation, tmp_path):
+    """The researcher owns simulated sites; the run config (the coordinator's) never widens a deployed site's policy."""
+    greedy = run_settings(compose_config("simulate", [f"federation.results_dir={tmp_path}", f"federation.federation_dir={tiny_federation}",
+                                                       "privacy.epsilon=50", "federation.rounds=60"]))
+    simulated = resolve_node({"partition-id": 0, "num-partitions": 4}, greedy).policy
+    assert (simulated.epsilon, simulated.max_rounds, simulated.share_metrics) == (50.0, 60, True)
+    deployed = resolve_node({"data-dir": str(tiny_federation / "ecg_a"), "state-dir": str(tmp_path / "st")}, greedy).policy
+    assert deployed.epsilon < 50 and deployed.max_rounds < 60 and not deployed.share_metrics
+    # a node the coordinator could reach as a simulated one only if its own node_config said so: data-dir wins
+    both = resolve_node({"data-dir": str(tiny_federation / "ecg_a"), "state-dir": str(tmp_path / "st"), "partition-id": 0}, greedy)
+    assert both.policy == deployed

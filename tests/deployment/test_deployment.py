@@ -21,6 +21,7 @@ import pytest
 
 from fedxalign.server.credentials import make_credentials
 from fedxalign.server.credentials_cli import write_connection
+from fedxalign.simulations.processes import descendants, free_port
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 
@@ -28,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SITES = ("eeg_a", "eeg_b", "ecg_a")
 RESUME_KEYS = tuple(f"r_{s}" for s in SITES)  # the resume test's own nodes: a key still active cannot register again at once
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -182,23 +177,6 @@ def test_federation_survives_a_killed_site_that_rejoins(cluster):
     assert (results / "checkpoint.npz").is_file() and (results / "sites.csv").is_file()
     sites_csv = (results / "sites.csv").read_text().splitlines()
     assert len(sites_csv) == 1 + 3 + 2 + 3 and "bytes_sent" in sites_csv[0]
-
-
-def descendants(pid: int) -> list[int]:
-    """PIDs of every process below `pid`, read from /proc (the ServerApp is the SuperLink's child)."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    out, todo = [], [pid]
-    while todo:
-        here = todo.pop()
-        kids = [p for p, pp in parent.items() if pp == here]
-        out += kids
-        todo += kids
-    return out
 
 
 def server_app_pids(superlink: subprocess.Popen) -> list[int]:
