@@ -45,6 +45,11 @@ def sites_table(site_rows: list[dict], within: dict[str, dict[str, float]]) -> s
     for site, r in sorted(last.items()):
         accs = " ".join(_cell(within[m].get(site, float("nan")), 9) for m in within)
         rows.append(f"{site:16s} {r['modality']:6s} {r['epsilon']:8.3f} {r['epsilon_budget']:7.3g} {total_bytes[site] / rounds:12.0f} {accs}")
+        # a paired node's halves are scored one modality at a time; its ledger and bytes are the node's, above
+        halves = sorted({k for m in within for k in within[m] if k.startswith(f"{site}/")})
+        for half in halves:
+            accs = " ".join(_cell(within[m].get(half, float("nan")), 9) for m in within)
+            rows.append(f"{'  ' + half[len(site):]:16s} {half.rsplit('/', 1)[1]:6s} {'':8s} {'':7s} {'':12s} {accs}")
     return "\n".join(rows)
 
 

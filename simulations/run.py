@@ -37,15 +37,6 @@ from fedxalign.simulations.settings import run_settings
 log = logging.getLogger("fedxalign.simulations.run")
 
 
-def quiet_libraries() -> None:
-    """Opacus sets the flwr logger to DEBUG and Ray/Flower are chatty; keep the console for our progress."""
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    for name in ("flwr", "ray", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def load_sites(root: Path, settings: RunSettings) -> list[SiteData]:
     return [load_federation_site(folder, SiteConfig.from_site_dir(folder), settings.data, settings.federation.cache_dir)
             for folder in tqdm(federation_sites(root), desc="loading sites", unit="site")]
@@ -201,7 +192,6 @@ def simulate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="simulate")
 def main(cfg: DictConfig) -> float:
-    quiet_libraries()
     summary = simulate(cfg)
     m = summary["methods"]["fedxalign"]
     return (m["eeg_to_ecg"] + m["ecg_to_eeg"]) / 2
