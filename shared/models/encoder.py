@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from opacus.grad_sample import register_grad_sampler
 from torch import nn
 
+from fedxalign.shared.data.beats import BEAT_CHANNELS, DRR_SCALE_S
 from fedxalign.shared.errors import ConfigError, check_option
 from fedxalign.shared.schema import build
 
@@ -49,6 +50,7 @@ class EncoderConfig:
     global_bins: int = 0  # > 0: add a whole-window log-spectrum token (this many bins up to global_max_hz)
     global_max_hz: float = 25.0
     derived_channels: int = 0  # trailing input channels that are not signals (ECG beat channels): left out of the spectrum token
+    rhythm_token: bool = True  # with beat channels in the input: add a whole-window heart-rhythm token (RHYTHM_STATS)
     sfreq: float = 100.0
     pretrained: str = ""  # start weights: a file per modality, '{modality}' in the name (pretraining output or CBraMod's)
 
@@ -238,8 +240,8 @@ class CrissCrossEncoder(nn.Module):
     Contract shared by the EEG and ECG encoders: `config`, `n_outputs`, `forward(x,
     return_features=False)`, `get_config()`, `from_config()`, `reset_head()`. Submodules
     `patch_embedding`, `encoder.layers.N` and `proj_out` carry CBraMod's names and shapes
-    (`load_cbramod_weights`); `pool_norm`, `head`, `specific_head` and `global_embed` are this
-    project's task part.
+    (`load_cbramod_weights`); `pool_norm`, `head`, `specific_head`, `global_embed` and
+    `rhythm_embed` are this project's task part.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -250,6 +252,7 @@ class CrissCrossEncoder(nn.Module):
         self.proj_out = nn.Sequential(nn.Linear(cfg.d_model, cfg.patch_samples))  # masked-patch reconstruction
         self.pool_norm = nn.LayerNorm(cfg.d_model)
         self.global_embed = nn.Linear(cfg.global_bins, cfg.d_model) if cfg.global_bins > 0 else None
+        self.rhythm_embed = nn.Linear(len(RHYTHM_STATS), cfg.d_model) if cfg.rhythm_token and cfg.derived_channels else None
         self.head = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.specific_head = nn.Linear(cfg.d_model, cfg.specific_dim) if cfg.specific_dim > 0 else None
 
@@ -285,6 +288,8 @@ class CrissCrossEncoder(nn.Module):
         pooled = self.pool_norm(self.tokens(x)).mean(dim=(1, 2))
         if self.global_embed is not None:
             pooled = pooled + self.global_embed(self._window_spectrum(x))
+        if self.rhythm_embed is not None:
+            pooled = pooled + self.rhythm_embed(window_rhythm(x[:, x.shape[1] - self.config.derived_channels:]))
         return pooled
 
     def _window_spectrum(self, x: torch.Tensor) -> torch.Tensor:
@@ -311,6 +316,26 @@ class CrissCrossEncoder(nn.Module):
             return z
         spec = F.normalize(self.specific_head(f), dim=-1) if self.specific_head is not None else None
         return z, spec, f
+
+
+RHYTHM_STATS = ("mean RR", "SDNN", "mean |dRR|", "RMSSD", "pNN50", "RR range")
+
+
+def window_rhythm(beats: torch.Tensor) -> torch.Tensor:
+    """(batch, 2, patches, samples) beat channels (RR, |dRR|) -> (batch, 6) whole-window statistics (RHYTHM_STATS).
+
+    The HRV summaries the feature baseline reads, taken over the whole 30-s window: a 1-s patch
+    holds about one beat, so neither the patch tokens nor one layer of attention over 30 of them
+    recover beat-to-beat variability well (measured: SDNN hardly predictable from the embedding).
+    Computed from the input alone, per window, in the beat channels' fixed scales (RR in units of
+    RR_SCALE_S around RR_CENTRE_S, |dRR| in units of DRR_SCALE_S): no parameters, no other sample.
+    """
+    if beats.shape[1] != len(BEAT_CHANNELS):
+        raise ValueError(f"the rhythm token reads the {len(BEAT_CHANNELS)} beat channels {BEAT_CHANNELS}, got {beats.shape[1]}")
+    rr, drr = beats[:, 0].flatten(1), beats[:, 1].flatten(1)
+    nn50 = (drr > 0.05 / DRR_SCALE_S).to(rr.dtype)  # successive intervals more than 50 ms apart
+    return torch.stack([rr.mean(1), rr.std(1), drr.mean(1), drr.pow(2).mean(1).sqrt(), nn50.mean(1),
+                        rr.amax(1) - rr.amin(1)], dim=1)
 
 
 ENCODERS: dict[str, type[CrissCrossEncoder]] = {"eeg": CrissCrossEncoder, "ecg": CrissCrossEncoder}
@@ -360,7 +385,7 @@ def load_cbramod_weights(model: CrissCrossEncoder, state: Mapping[str, torch.Ten
 
 
 TRAINABLE_SCOPES = ("all", "top", "head")
-TASK_PARTS = ("pool_norm.", "head.", "specific_head.", "global_embed.")  # this project's part, not CBraMod's
+TASK_PARTS = ("pool_norm.", "head.", "specific_head.", "global_embed.", "rhythm_embed.")  # this project's part, not CBraMod's
 
 
 def set_trainable(model: CrissCrossEncoder, scope: str = "all", top_layers: int = 1) -> list[str]:

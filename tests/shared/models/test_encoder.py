@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from opacus.validators import ModuleValidator
@@ -47,6 +48,39 @@ def test_whole_window_spectrum_token():
     x = torch.randn(3, 2, 30, 100)
     assert model(x).shape == (3, 32)
     assert model._window_spectrum(x).shape == (3, 50)
+
+
+def test_the_rhythm_token_reads_the_hrv_of_the_beat_channels():
+    """Mean RR, SDNN, RMSSD and pNN50 of a known beat train, as the feature baseline would compute them."""
+    from fedxalign.shared.data.beats import DRR_SCALE_S, RR_CENTRE_S, RR_SCALE_S, beat_channels
+    from fedxalign.shared.models.encoder import RHYTHM_STATS, window_rhythm
+
+    fs = 100.0
+    rr_s = np.tile([0.8, 0.9, 0.86, 1.0], 12)  # successive differences 100, 40, 140, 200 ms: half of them over 50 ms
+    peaks = np.round(np.cumsum(np.r_[0.2, rr_s]) * fs).astype(int)
+    beats = torch.from_numpy(beat_channels(peaks, fs, 3000, fs)).reshape(1, 2, 30, 100)
+    stats = dict(zip(RHYTHM_STATS, window_rhythm(beats)[0].tolist()))
+    step = beats[0, 0].flatten().numpy() * RR_SCALE_S + RR_CENTRE_S  # the RR each sample falls in, in seconds
+    assert stats["mean RR"] * RR_SCALE_S + RR_CENTRE_S == pytest.approx(step.mean(), abs=1e-5)
+    assert stats["SDNN"] * RR_SCALE_S == pytest.approx(step.std(ddof=1), abs=1e-5)
+    assert 0.85 < stats["mean RR"] * RR_SCALE_S + RR_CENTRE_S < 0.92 and 0.05 < stats["SDNN"] * RR_SCALE_S < 0.08
+    assert stats["RMSSD"] * DRR_SCALE_S == pytest.approx(np.sqrt(np.mean(np.diff(rr_s) ** 2)), rel=0.25)
+    assert 0.3 < stats["pNN50"] < 0.95 and stats["RR range"] * RR_SCALE_S == pytest.approx(0.2, abs=1e-5)
+    flat = window_rhythm(torch.zeros(1, 2, 30, 100))[0]  # no beats found: the neutral channels give a neutral token
+    assert torch.count_nonzero(flat) == 0
+
+
+def test_only_an_encoder_fed_beat_channels_gets_the_rhythm_token():
+    assert build_encoder(EncoderConfig(modality="eeg"), seed=0).rhythm_embed is None
+    assert build_encoder(EncoderConfig(modality="ecg", derived_channels=2, rhythm_token=False), seed=0).rhythm_embed is None
+    from fedxalign.shared.models.encoder import window_rhythm
+
+    model = build_encoder(EncoderConfig(modality="ecg", derived_channels=2), seed=0)
+    x = torch.randn(2, 3, 30, 100)  # one lead, then RR and |dRR|
+    with_token = model.features(x)
+    token = model.rhythm_embed(window_rhythm(x[:, 1:]))  # read from the trailing beat channels, not the lead
+    model.rhythm_embed = None
+    assert torch.allclose(with_token - model.features(x), token, atol=1e-6)
 
 
 # The published CBraMod checkpoint's keys and shapes, as listed in ../shared/docs/sources/cbramod-checkpoint.md
@@ -129,11 +163,12 @@ def test_opacus_per_sample_gradients_equal_one_sample_at_a_time():
 
     from fedxalign.shared.models.encoder import set_trainable
 
-    cfg = EncoderConfig(dropout=0.0, n_layers=2)
+    cfg = EncoderConfig(dropout=0.0, n_layers=2, modality="ecg", derived_channels=2)  # 2 leads + the beat channels
     model = build_encoder(cfg, seed=1)
+    assert model.rhythm_embed is not None  # the rhythm token's parameters are checked too
     set_trainable(model, "all")
     model.train()  # Opacus captures activations in training mode; dropout is 0
-    x = torch.randn(3, 2, 30, 100)
+    x = torch.randn(3, 4, 30, 100)
     gsm = GradSampleModule(model)
     gsm(x).pow(2).sum(-1).mul(torch.tensor([1.0, 2.0, 3.0])).sum().backward()
     for i in range(3):
