@@ -7,6 +7,8 @@ depends on that pair and on the server's public broadcast alone, so clipping eac
 gradient bounds it. The round ends in one joint release of both modalities' prototypes and
 their shared count (`shared.privacy.release.release_joint`). State lives in the site's own
 folder as for a single-modality site, with one encoder file per modality and the fusion head.
+A federated pretraining round trains both encoders by dual-masked reconstruction in the same
+one DP-SGD run over pairs, releases no prototype and shares the encoders.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from torch import nn
 
 from fedxalign.client.site_round import (FUSION_FILE, LAST_GLOBAL_FILE, PAIRED_ENCODER_FILES, SiteReply, answer_round, finite,
                                load_paired_encoder, local_anchors, request_key, site_seed)
-from fedxalign.client.training import BatchLoss, TrainReport, dp_train, embed, project
+from fedxalign.client.training import MASK, OBJECTIVES, BatchLoss, TrainReport, dp_train, embed, project
 from fedxalign.shared.atomic_files import write_npz
 from fedxalign.shared.data.paired import MODALITIES, PairDataset, PairedSiteData
 from fedxalign.shared.device import pick_device
-from fedxalign.shared.errors import ConfigError
+from fedxalign.shared.errors import check_option
 from fedxalign.shared.losses import orthogonality, paired_contrastive, prototype_loss
 from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
 from fedxalign.shared.models.fusion import FusionConfig, FusionHead, anchor_scores, build_fusion, draw_dropout, fusion_shapes
+from fedxalign.shared.models.pretraining import dual_mask, reconstruction_loss, set_pretrainable
 from fedxalign.shared.privacy.config import PrivacyConfig
 from fedxalign.shared.privacy.ledger import PrivacyLedger
 from fedxalign.shared.privacy.randomness import secure_torch_generator
@@ -82,6 +85,24 @@ def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch
     return loss
 
 
+def paired_reconstruction_loss(generator: torch.Generator | None = None) -> BatchLoss:
+    """Federated pretraining at a paired site: both encoders' dual-masked reconstruction of the pair.
+
+    Each window's masks are its own draw and each window's error is averaged over its own hidden
+    patches, so a pair's loss depends on that pair alone, as per-pair clipping needs.
+    """
+
+    def loss(module: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        inner = getattr(module, "_module", module)  # Opacus' hooks sit on the layers, so the encoders are called directly
+        total = torch.zeros((), device=batch[0].device)
+        for encoder, x in ((inner.eeg, batch[0]), (inner.ecg, batch[1])):
+            total = total + reconstruction_loss(encoder, x, dual_mask(*x.shape[:3], MASK.mask_ratio, MASK.span_patches,
+                                                                      generator, x.device))
+        return total
+
+    return loss
+
+
 def load_fusion(state_dir: Path, site_name: str, n_classes: int, cfg: FusionConfig,
                 weights: Mapping[str, np.ndarray] | None) -> FusionHead:
     """The server's averaged fusion head wins; else the site's own last one; else a fresh, seeded one."""
@@ -111,6 +132,7 @@ class _PairedWork:
     release_sigma: float
     rng: np.random.Generator | None
     round_no: int
+    objective: str = "prototypes"
     train_set: PairDataset = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,10 +140,13 @@ class _PairedWork:
 
     def train(self, ledger: PrivacyLedger) -> TrainReport | None:
         device = pick_device(self.train_cfg.device)
-        loss = paired_loss({m: torch.from_numpy(a).to(device) for m, a in self.anchors.items()},
-                           {m: torch.from_numpy(p).to(device) for m, p in self.present.items()},
-                           {m: h.to(device) if h is not None else None for m, h in self.heads.items()}, self.train_cfg,
-                           self.fusion_cfg, self.sample_level, generator=secure_torch_generator())
+        if self.objective == "reconstruction":
+            loss = paired_reconstruction_loss(secure_torch_generator())
+        else:
+            loss = paired_loss({m: torch.from_numpy(a).to(device) for m, a in self.anchors.items()},
+                               {m: torch.from_numpy(p).to(device) for m, p in self.present.items()},
+                               {m: h.to(device) if h is not None else None for m, h in self.heads.items()}, self.train_cfg,
+                               self.fusion_cfg, self.sample_level, generator=secure_torch_generator())
         return dp_train(self.model, self.train_set, torch.from_numpy(self.anchors["eeg"]), torch.from_numpy(self.present["eeg"]),
                         self.train_cfg, self.privacy_cfg, ledger, round_no=self.round_no, batch_loss=loss,
                         release_sigma=self.release_sigma)
@@ -138,6 +163,8 @@ class _PairedWork:
         return False
 
     def release(self, ledger: PrivacyLedger | None) -> dict[str, np.ndarray]:
+        if self.objective != "prototypes":  # a pretraining round releases none
+            return self.empty()
         train, cfg = self.train_set, self.privacy_cfg
         protos, counts = release_joint([embed(self.model.eeg, train.x_eeg, self.heads["eeg"]),
                                         embed(self.model.ecg, train.x_ecg, self.heads["ecg"])],
@@ -179,12 +206,11 @@ def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: 
     Before the server has sent anchors each modality trains against the same modality-seeded
     anchors as single-modality sites do, and the sample-level term waits for the server's.
     """
-    if objective != "prototypes":
-        raise ConfigError("federated pretraining rounds are not built for paired sites; run them with federation.paired_as=two")
+    check_option("objective", objective, OBJECTIVES)
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     key = request_key(round_no, pack_paired_global(globs, fusion_weights), dict(model_cfgs), train_cfg, privacy_cfg,
-                      fusion_cfg, share_weights, report_train_loss)
+                      fusion_cfg, share_weights, report_train_loss, objective)
     n_classes, dim = len(data.vocabulary), model_cfgs["eeg"].embed_dim
     release_sigma = effective_release_sigma(privacy_cfg.proto_noise_multiplier, parts=2)
 
@@ -196,10 +222,15 @@ def train_paired_round(data: PairedSiteData, state_dir: str | Path, model_cfgs: 
         model = load_paired_model(data, state_dir, model_cfgs, fusion_cfg, {m: globs[m].weights for m in MODALITIES},
                                   fusion_weights, fusion_cfg.enabled)
         for m in MODALITIES:
-            set_trainable(getattr(model, m), train_cfg.trainable, train_cfg.top_layers)
+            if objective == "reconstruction":  # what the reconstruction uses; the fusion head waits for labels
+                set_pretrainable(getattr(model, m))
+            else:
+                set_trainable(getattr(model, m), train_cfg.trainable, train_cfg.top_layers)
+        if model.fusion is not None and objective == "reconstruction":
+            model.fusion.requires_grad_(False)
         heads = {m: torch.from_numpy(np.asarray(g.head, np.float32)) if g.head is not None else None for m, g in globs.items()}
         return _PairedWork(data, state_dir, model_cfgs, fusion_cfg, train_cfg, privacy_cfg, model, anchors, present, heads,
-                           all(g.anchors is not None for g in globs.values()), release_sigma, rng, round_no)
+                           all(g.anchors is not None for g in globs.values()), release_sigma, rng, round_no, objective)
 
     sizes = {int((data.split == s).sum()) for s in ("train", "val", "test")} | {len(data.y), len(data.eeg.y), len(data.ecg.y)}
     spec = ReplySpec(n_classes=n_classes, embed_dim=dim, paired=True, forbidden_sizes=frozenset(sizes),

@@ -66,6 +66,56 @@ def test_a_paired_site_is_one_node_with_one_ledger_and_one_joint_release(paired_
     assert reply.metrics["epsilon"] < second.metrics["epsilon"] <= 8.0
 
 
+def test_a_paired_federated_pretraining_round_trains_both_encoders_in_one_ledger_and_releases_nothing(paired_data, tmp_path):
+    from fedxalign.client.paired_round import load_paired_model
+
+    cfgs = _cfgs(paired_data)
+    before = load_paired_model(paired_data, tmp_path, cfgs, FusionConfig(), {"eeg": None, "ecg": None}, None, True)
+    reply = train_paired_round(paired_data, tmp_path, cfgs, FAST, PrivacyConfig(epsilon=8.0), FusionConfig(), NONE,
+                               share_weights=True, round_no=1, objective="reconstruction")
+    assert not reply.arrays["counts"].any() and not reply.arrays["eeg.prototypes"].any() and not reply.arrays["ecg.prototypes"].any()
+    assert reply.report.steps > 0 and 0 < reply.metrics["epsilon"] <= 8.0
+    ledger = json.loads((tmp_path / LEDGER_FILE).read_text())
+    assert "prototype_release" not in ledger["counts"] and ledger["counts"]["dp_sgd_step"] == reply.report.steps
+    for m in ("eeg", "ecg"):  # both reconstructions trained; the classification head and the fusion head did not
+        w = {k[len(f"{m}.weights."):]: torch.from_numpy(v) for k, v in reply.arrays.items() if k.startswith(f"{m}.weights.")}
+        old = getattr(before, m).state_dict()
+        assert not torch.equal(w["proj_out.0.weight"], old["proj_out.0.weight"]) and torch.equal(w["head.weight"], old["head.weight"])
+    fused = {k[len("fusion."):]: torch.from_numpy(v) for k, v in reply.arrays.items() if k.startswith("fusion.")}
+    assert all(torch.equal(fused[k], v) for k, v in before.fusion.state_dict().items())
+
+
+def test_the_paired_reconstruction_gradient_is_each_pairs_own(paired_data):
+    from fedxalign.client.paired_round import paired_reconstruction_loss
+    from fedxalign.shared.models.pretraining import set_pretrainable
+
+    cfgs = _cfgs(paired_data)
+    model = PairedModel(build_encoder(cfgs["eeg"], seed=0), build_encoder(cfgs["ecg"], seed=1), None)
+    for m in ("eeg", "ecg"):
+        set_pretrainable(getattr(model, m))
+    ds = paired_data.dataset("train")
+    batch = [ds.x_eeg[:3], ds.x_ecg[:3], ds.y[:3]]
+    gsm = GradSampleModule(model)
+    paired_reconstruction_loss(torch.Generator().manual_seed(0))(gsm, batch).backward()
+    per_pair = {n.removeprefix("_module."): p.grad_sample.detach().clone() for n, p in gsm.named_parameters()
+                if getattr(p, "grad_sample", None) is not None}
+    gsm._close()
+    assert any(n.startswith("eeg.proj_out") for n in per_pair) and any(n.startswith("ecg.proj_out") for n in per_pair)
+    # each pair alone, with the masks the batch loss drew (the same generator state, replayed)
+    from fedxalign.client.training import MASK
+    from fedxalign.shared.models.pretraining import dual_mask, reconstruction_loss
+
+    gen = torch.Generator().manual_seed(0)
+    masks = [dual_mask(*x.shape[:3], MASK.mask_ratio, MASK.span_patches, gen) for x in batch[:2]]
+    for i in range(3):
+        model.zero_grad(set_to_none=True)
+        (reconstruction_loss(model.eeg, batch[0][i:i + 1], masks[0][i:i + 1])
+         + reconstruction_loss(model.ecg, batch[1][i:i + 1], masks[1][i:i + 1])).backward()
+        for n, p in model.named_parameters():
+            if p.grad is not None:
+                torch.testing.assert_close(per_pair[n][i], p.grad, rtol=1e-4, atol=1e-5)  # Opacus undoes the batch mean
+
+
 def test_a_paired_reply_passes_the_allow_list_with_both_modalities_and_nothing_else(paired_data, tmp_path):
     from tests.conftest import compose_config
     from fedxalign.simulations.settings import run_settings
