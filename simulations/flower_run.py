@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -45,7 +46,12 @@ clientapp = "fedxalign.client.client_app:app"
 
 
 def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
+    """Flower's command beside this interpreter (a venv), else on PATH."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.is_file() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"Flower's '{name}' command is neither beside {sys.executable} nor on PATH: install fedxalign[sim]")
+    return found
 
 
 def flat_config(settings: RunSettings) -> dict:
