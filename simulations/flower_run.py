@@ -113,23 +113,23 @@ def local_superlink(home: Path) -> Iterator[str]:
             stop_tree(proc)
 
 
-def run_federation_simulation(settings: RunSettings, n_nodes: int, cpus_per_client: float, home: Path,
-                              show=print) -> None:
-    """`flwr run` of this run's app with `n_nodes` simulated SuperNodes; the stream (round lines, errors) goes to `show`
-    and to `home/run.log`. Raises when the run ended without the checkpoint its last round writes."""
+def run_federation_simulation(settings: RunSettings, n_nodes: int, cpus_per_client: float, home: Path) -> None:
+    """`flwr run` of this run's app with `n_nodes` simulated SuperNodes; the stream's round lines and errors are printed,
+    all of it goes to `home/run.log`. Raises when the run ended without the checkpoint its last round writes."""
     app = write_app(home / "app", settings)
     federation = (f"num-supernodes={n_nodes} client-resources-num-cpus={cpus_per_client:g} client-resources-num-gpus=0 "
                   "init-args-logging-level=\"ERROR\" init-args-log-to-driver=false")
     tail: collections.deque[str] = collections.deque(maxlen=40)
     with local_superlink(home), (home / "run.log").open("w") as log:
         proc = subprocess.Popen([_bin("flwr"), "run", str(app), CONNECTION, "--stream", "--federation-config", federation],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=flower_env(home))
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=flower_env(home),
+                                start_new_session=True)
         try:
             for line in proc.stdout:
                 log.write(line)
                 tail.append(line.rstrip())
                 if _worth_showing(line):
-                    show(line.rstrip())
+                    print(line.rstrip(), flush=True)
             code = proc.wait()
         finally:
             if proc.poll() is None:
