@@ -81,6 +81,6 @@ def test_a_short_simulation_of_archive_layout_sites_with_the_shipped_configs(tmp
     summary = simulate(compose_config("simulate", [
         f"federation.federation_dir={fed}", f"federation.results_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
         "federation.rounds=2", "training.local_epochs=1", "baselines=[]", "plots=false", "privacy.min_count=2",
-        "federation.min_sites=2"]))
+        "federation.min_sites=2", "pretraining.source=none"]))  # the public corpus and pretraining: test_pretrain.py
     assert [r["n_sites"] for r in summary["rounds"]] == [2, 2] and summary["epsilon_within_budget"]
     assert {p.name for p in (out / "state").iterdir()} == {"sleep-edf-sc", "slpdb-ecg"}
