@@ -50,10 +50,11 @@ def _signal(pids: list[int], sig: int) -> None:
 
 
 def stop_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM `proc` (started with `start_new_session=True`), its process group and its descendants; SIGKILL what remains."""
-    if proc.poll() is not None:
-        return
-    below = descendants(proc.pid)  # read before the parent goes: orphans are re-parented and lost from the tree
+    """SIGTERM `proc` (started with `start_new_session=True`), its process group and its descendants; SIGKILL what remains.
+
+    The group is signalled even when `proc` itself has exited: what it started may still run.
+    """
+    below = descendants(proc.pid) if proc.poll() is None else []  # read before the parent goes: orphans are re-parented
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
