@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fedxalign.shared.runconfig import RunSettings
-from fedxalign.simulations.flwr_config import toml_value
+from fedxalign.simulations.flwr_config import config_lines
 from fedxalign.simulations.processes import free_port, stop_tree
 
 CONNECTION = "fedxalign-sim"
@@ -68,8 +68,7 @@ def flat_config(settings: RunSettings) -> dict:
 def write_app(app_dir: Path, settings: RunSettings) -> Path:
     """A Flower app folder holding only pyproject.toml: its components come from the installed package."""
     app_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f'"{k}" = {toml_value(v)}' for k, v in flat_config(settings).items()]
-    (app_dir / "pyproject.toml").write_text(APP_TOML + "\n".join(lines) + "\n")
+    (app_dir / "pyproject.toml").write_text(APP_TOML + config_lines(flat_config(settings)))
     return app_dir
 
 

@@ -27,11 +27,16 @@ def toml_value(v: object) -> str:
     return '"' + str(v).replace('"', '\\"') + '"'
 
 
+def config_lines(flat: dict) -> str:
+    """A flat run config as the lines of a `[tool.flwr.app.config]` table."""
+    return "\n".join(f'"{k}" = {toml_value(v)}' for k, v in flat.items()) + "\n"
+
+
 def generated_block() -> str:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("simulate", overrides=[f"federation.results_dir={RESULTS_DIR}"])
     flat = run_settings(cfg).to_flat()
-    return HEADER + "\n" + "\n".join(f'"{k}" = {toml_value(v)}' for k, v in flat.items()) + "\n"
+    return HEADER + "\n" + config_lines(flat)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import pytest
 
 from fedxalign.server.credentials import make_credentials
 from fedxalign.server.credentials_cli import write_connection
+from fedxalign.simulations.flower_run import flower_env
 from fedxalign.simulations.processes import descendants, free_port
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
@@ -37,9 +38,7 @@ class Cluster:
         self.creds = root / "creds"
         self.port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
-        self.env = os.environ | {"FLWR_HOME": str(root / "flwrhome"), "FLWR_TELEMETRY_ENABLED": "0",
-                                 "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-                                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.env = flower_env(root / "flwrhome")  # as the simulation runs Flower: no telemetry, no runtime installs, our bin first
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.root / f"{name}.log").open("w")
