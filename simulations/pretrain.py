@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedxalign.shared.data.config import DataConfig, SiteConfig, fingerprint
 from fedxalign.shared.data.site import federation_sites, load_federation_site
-from fedxalign.shared.data.synthetic.federation import MANIFEST, generate_federation
+from fedxalign.shared.data.synthetic.federation import ensure_federation
 from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
 from fedxalign.shared.models.pretraining import PretrainConfig, pretrain, save_checkpoint
 from fedxalign.shared.runconfig import RunSettings, encoder_for
@@ -65,9 +65,8 @@ def ensure_pretrained(corpus_spec: DictConfig, data_dir: Path, cache_dir: Path, 
     out = cache_dir / "pretrained" / key
     corpus = data_dir / f"corpus-{corpus_spec.name}"
     if not all((out / f"{m}.pt").is_file() for m in data.preprocess):
-        if not (corpus / MANIFEST).is_file():
-            log.info("writing the public corpus %r under %s", corpus_spec.name, corpus)
-            generate_federation(federation_spec(corpus_spec), corpus, overwrite=True)
+        if ensure_federation(federation_spec(corpus_spec), corpus):
+            log.info("wrote the public corpus %r under %s", corpus_spec.name, corpus)
         pretrain_corpus(corpus, out, data, settings.model_for, cfg, cache_dir)
     return str(out / "{modality}.pt")
 
@@ -89,8 +88,8 @@ def main(cfg: DictConfig) -> None:
         return encoder_for(model, m, data.preprocess[m], by_modality.get(m))
 
     corpus = Path(cfg.corpus_dir) if cfg.corpus_dir else Path(cfg.paths.data_dir) / f"corpus-{cfg.corpus.name}"
-    if not cfg.corpus_dir and not (corpus / MANIFEST).is_file():
-        generate_federation(federation_spec(cfg.corpus), corpus, overwrite=True)
+    if not cfg.corpus_dir:
+        ensure_federation(federation_spec(cfg.corpus), corpus)
     written = pretrain_corpus(corpus, Path(cfg.out_dir), data, model_for, pretrain_settings(cfg), cfg.paths.cache_dir)
     for modality, path in written.items():
         print(f"{modality}: {path}")

@@ -26,7 +26,7 @@ from fedxalign.shared.data.config import SiteConfig
 from fedxalign.shared.data.paired import (PairedSiteConfig, PairedSiteData, federation_nodes, is_paired_dir, load_paired_site,
                                           paired_node_of)
 from fedxalign.shared.data.site import SiteData, federation_sites, load_federation_site
-from fedxalign.shared.data.synthetic.federation import MANIFEST, generate_federation
+from fedxalign.shared.data.synthetic.federation import MANIFEST, ensure_federation, generate_federation
 from fedxalign.shared.privacy.policy import describe_unit
 from fedxalign.shared.runconfig import RunSettings
 from fedxalign.simulations.generate import federation_spec
@@ -40,6 +40,22 @@ log = logging.getLogger("fedxalign.simulations.run")
 def load_sites(root: Path, settings: RunSettings) -> list[SiteData]:
     return [load_federation_site(folder, SiteConfig.from_site_dir(folder), settings.data, settings.federation.cache_dir)
             for folder in tqdm(federation_sites(root), desc="loading sites", unit="site")]
+
+
+def prepare_federation(cfg: DictConfig, root: Path) -> None:
+    """The synthetic federation the run reads: its own folder follows the config; another folder is only filled when empty.
+
+    `<data_dir>/<synthetic.name>` is the generator's output for the `synthetic` config, so an
+    edited spec regenerates it. A `federation_dir` pointed elsewhere may hold a federation the
+    researcher generated or arranged by hand: it is never regenerated over.
+    """
+    spec = federation_spec(cfg.synthetic)
+    if root.resolve() == (Path(cfg.paths.data_dir) / cfg.synthetic.name).resolve():
+        if ensure_federation(spec, root):
+            log.info("generated the %r federation under %s", cfg.synthetic.name, root)
+    elif not (root / MANIFEST).is_file():
+        log.info("generating the %r federation under %s", cfg.synthetic.name, root)
+        generate_federation(spec, root)
 
 
 def mark_paired_folders(root: Path) -> None:
@@ -88,9 +104,7 @@ def simulate(cfg: DictConfig) -> dict:
     settings = run_settings(cfg)
     out = Path(settings.federation.results_dir)
     root = Path(settings.federation.federation_dir)
-    if not (root / MANIFEST).is_file():
-        log.info("generating the %r federation under %s", cfg.synthetic.name, root)
-        generate_federation(federation_spec(cfg.synthetic), root)
+    prepare_federation(cfg, root)
     if cfg.pretraining.source == "public":
         from fedxalign.simulations.pretrain import ensure_pretrained, pretrain_settings
 

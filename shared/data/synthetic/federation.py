@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -138,6 +141,10 @@ class FederationSpec:
             raise ConfigError(f"site names must be unique, got {names}")
         return cls(sites=sites, paired=paired, **v)
 
+    def fingerprint(self) -> str:
+        """What the folder was generated from: a changed spec (more subjects, another seed) means other data."""
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:16]
+
 
 def _record_names(spec: SiteSpec, subj: int, night: int) -> tuple[str, str | None]:
     """Sleep-EDF-style names for hypnogram sites, plain names otherwise."""
@@ -217,6 +224,8 @@ def generate_federation(spec: FederationSpec, out_dir: str | Path, overwrite: bo
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} is not empty; pass overwrite=True (generate ... overwrite=true) to replace it")
+    if overwrite:
+        _remove_previous(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[str, list[SiteSpec]]] = [(s.name, [s]) for s in spec.sites] + [(p.name, [p.eeg, p.ecg]) for p in spec.paired]
     folders: dict[str, Path] = {}
@@ -251,6 +260,45 @@ def generate_federation(spec: FederationSpec, out_dir: str | Path, overwrite: bo
                   for name, p in folders.items()},
         "paired": {p.name: {"eeg": p.eeg.name, "ecg": p.ecg.name} for p in spec.paired},
         "seed": spec.seed,
+        "spec": spec.fingerprint(),
     }
     (out / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
     return folders
+
+
+def _remove_previous(out: Path) -> None:
+    """Delete the site folders an earlier generation listed in its manifest, so none of its records outlive it.
+
+    Only what the manifest names, inside `out`: a record the new spec no longer writes (fewer
+    subjects) would otherwise be read as data; anything else in the folder is left alone.
+    """
+    manifest = out / MANIFEST
+    if not manifest.is_file():
+        return
+    old = yaml.safe_load(manifest.read_text()) or {}
+    tops = {Path(v["folder"]).parts[0] for v in (old.get("sites") or {}).values() if v.get("folder")} | set(old.get("paired") or {})
+    for top in sorted(tops):
+        folder = (out / top).resolve()
+        if folder.parent == out.resolve() and folder.is_dir():
+            shutil.rmtree(folder)
+    manifest.unlink()
+
+
+def ensure_federation(spec: FederationSpec, out_dir: str | Path) -> bool:
+    """Generate `out_dir` unless it already holds this spec's output; True when it (re)generated.
+
+    A folder the generator wrote for another spec (its manifest names another fingerprint, or
+    none: written before fingerprints) is regenerated, so an edited config never runs on stale
+    data. A folder without the generator's manifest is not ours to replace: `generate_federation`
+    refuses it when it is not empty.
+    """
+    out = Path(out_dir)
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        written = (yaml.safe_load(manifest.read_text()) or {}).get("spec")
+        if written == spec.fingerprint():
+            return False
+        log.warning("%s was generated from another spec (%s, now %s): regenerating it", out, written or "unrecorded",
+                    spec.fingerprint())
+    generate_federation(spec, out, overwrite=manifest.is_file())
+    return True

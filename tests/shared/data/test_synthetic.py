@@ -4,7 +4,7 @@ import yaml
 
 from fedxalign.shared.data.config import SiteConfig
 from fedxalign.shared.data.site import load_site
-from fedxalign.shared.data.synthetic.federation import FederationSpec, generate_federation
+from fedxalign.shared.data.synthetic.federation import FederationSpec, ensure_federation, generate_federation
 from fedxalign.shared.data.synthetic.states import STAGES, draw_hypnogram
 from fedxalign.shared.errors import ConfigError
 from fedxalign.simulations.baseline import feature_baseline
@@ -44,6 +44,23 @@ def test_refuses_to_overwrite_a_non_empty_folder(tmp_path):
     with pytest.raises(ConfigError, match="not empty"):
         generate_federation(FederationSpec.from_mapping(PAIRED), tmp_path, progress=False)
     assert (tmp_path / "precious.edf").read_text() == "x"
+
+
+def _records(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix in (".edf", ".dat"))
+
+
+def test_an_edited_spec_regenerates_its_folder_and_leaves_no_record_of_the_old_one(tmp_path):
+    three = {**PAIRED, "paired": [{**PAIRED["paired"][0], "eeg": {**PAIRED["paired"][0]["eeg"], "n_subjects": 3}}]}
+    out = tmp_path / "fed"
+    assert ensure_federation(FederationSpec.from_mapping(three), out)
+    assert not ensure_federation(FederationSpec.from_mapping(three), out)  # same spec: kept as written
+    old = _records(out)
+    (out / "notes.txt").write_text("mine")
+    assert ensure_federation(FederationSpec.from_mapping(PAIRED), out)  # one subject fewer
+    generate_federation(FederationSpec.from_mapping(PAIRED), tmp_path / "fresh", progress=False)
+    assert _records(out) == _records(tmp_path / "fresh") and len(_records(out)) < len(old)
+    assert (out / "notes.txt").read_text() == "mine"  # not named by the manifest: not the generator's to delete
 
 
 def test_bad_spec_is_refused():
