@@ -293,10 +293,14 @@ class CrissCrossEncoder(nn.Module):
         return pooled
 
     def _window_spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        """Log power of the whole window, averaged over channels and pooled into `global_bins` bands.
+        """The shape of the whole window's spectrum: log power in `global_bins` bands (mean over channels), less its mean.
 
         1-s patches resolve 1 Hz at best; heart rate and its variability, or the sigma band, need
-        the finer resolution of the whole 30-s window.
+        the finer resolution of the whole 30-s window. Only the shape is kept (relative log power,
+        as the band-power baseline reads it): the window's overall level is one offset shared by
+        every class, and through the linear embedding it pushed all pooled features one way and
+        collapsed the alignment (measured: ECG anchors at chance on two seeds of three). A site's
+        gain does not change it.
         """
         if self.config.derived_channels:
             x = x[:, : x.shape[1] - self.config.derived_channels]
@@ -306,7 +310,8 @@ class CrissCrossEncoder(nn.Module):
         keep = spec[..., freqs <= self.config.global_max_hz]
         n = keep.shape[-1] - keep.shape[-1] % self.config.global_bins
         bands = keep[..., :n].reshape(b, c, self.config.global_bins, -1).mean(-1)
-        return torch.log1p(bands).mean(1)
+        log_power = torch.log(bands + 1e-6).mean(1)
+        return log_power - log_power.mean(-1, keepdim=True)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Returns z (batch, embed_dim), unit norm; with `return_features`, (z, specific or None, pooled features)."""

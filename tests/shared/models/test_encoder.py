@@ -47,7 +47,11 @@ def test_whole_window_spectrum_token():
     model.eval()
     x = torch.randn(3, 2, 30, 100)
     assert model(x).shape == (3, 32)
-    assert model._window_spectrum(x).shape == (3, 50)
+    spectrum = model._window_spectrum(x)
+    assert spectrum.shape == (3, 50)
+    # its shape only: a site's gain (or a louder window) moves no value, and each window's bins centre on 0
+    torch.testing.assert_close(model._window_spectrum(7.0 * x), spectrum, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(spectrum.mean(-1), torch.zeros(3), atol=1e-5, rtol=0)
 
 
 def test_the_rhythm_token_reads_the_hrv_of_the_beat_channels():

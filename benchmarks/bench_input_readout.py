@@ -1,0 +1,73 @@
+"""What a linear read-out gets from each whole-window input the encoders can take, per site, beside the feature baseline.
+
+    python benchmarks/bench_input_readout.py [--bins 30 40] [--max-hz 30 40] [synthetic.seed=1 synthetic.name=default_seed1]
+
+For every site of a generated federation: a per-site logistic regression (the feature baseline's
+protocol: fit on train+val subjects, balanced accuracy on test subjects) on the hand-made
+features (band powers / HRV), on the encoder's whole-window spectrum token input
+(`CrissCrossEncoder._window_spectrum`, `--bins` up to `--max-hz` for EEG / ECG), on the
+heart-rhythm statistics (`window_rhythm`, ECG) and on both. No training: it bounds what those
+tokens can bring before any encoder learns from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from fedxalign.configs import CONFIG_DIR
+from fedxalign.shared.data.site import federation_sites, load_federation_site
+from fedxalign.shared.data.config import SiteConfig
+from fedxalign.shared.models.encoder import build_encoder, window_rhythm
+from fedxalign.simulations.baseline import feature_baseline
+from fedxalign.simulations.run import prepare_federation
+from fedxalign.simulations.settings import run_settings
+
+
+def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fit = split != "test"
+    test = ~fit & np.isin(y, np.unique(y[fit]))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")).fit(features[fit], y[fit])
+    return float(balanced_accuracy_score(y[test], clf.predict(features[test])))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bins", type=int, nargs=2, default=[30, 40], metavar=("EEG", "ECG"))
+    ap.add_argument("--max-hz", type=float, nargs=2, default=[30.0, 40.0], metavar=("EEG", "ECG"))
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides of the simulation config (which federation)")
+    args = ap.parse_args()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("simulate", args.overrides)
+    settings = run_settings(cfg)
+    root = Path(settings.federation.federation_dir)
+    prepare_federation(cfg, root)
+    spectrum = {"eeg": (args.bins[0], args.max_hz[0]), "ecg": (args.bins[1], args.max_hz[1])}
+    print(f"{'site':16s} {'features':>9s} {'spectrum':>9s} {'rhythm':>7s} {'both':>6s}")
+    for folder in federation_sites(root):
+        site = SiteConfig.from_site_dir(folder)
+        data = load_federation_site(folder, site, settings.data, settings.federation.cache_dir)
+        m = site.modality
+        bins, max_hz = spectrum[m]
+        enc = build_encoder(dataclasses.replace(settings.model_for(m), global_bins=bins, global_max_hz=max_hz), seed=0)
+        x = data.dataset(None).x
+        with torch.no_grad():
+            spec = enc._window_spectrum(x).numpy()
+            rhythm = window_rhythm(x[:, x.shape[1] - enc.config.derived_channels:]).numpy() if enc.config.derived_channels else None
+        row = [feature_baseline(data).balanced_accuracy, readout(spec, data.y, data.split)]
+        row += [readout(rhythm, data.y, data.split), readout(np.c_[spec, rhythm], data.y, data.split)] if rhythm is not None else [np.nan, np.nan]
+        print(f"{site.name:16s} " + " ".join(f"{v:9.3f}" if i < 2 else f"{v:7.3f}" if i == 2 else f"{v:6.3f}" for i, v in enumerate(row)))
+
+
+if __name__ == "__main__":
+    main()
