@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the simulation config (which federation)")
     args = ap.parse_args()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose("simulate", args.overrides)
+        cfg = compose("simulate", [*args.overrides, "federation.results_dir=unused"])  # nothing is written
     settings = run_settings(cfg)
     root = Path(settings.federation.federation_dir)
     prepare_federation(cfg, root)
