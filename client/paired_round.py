@@ -149,7 +149,7 @@ class _PairedWork:
                                self.fusion_cfg, self.sample_level, generator=secure_torch_generator())
         return dp_train(self.model, self.train_set, torch.from_numpy(self.anchors["eeg"]), torch.from_numpy(self.present["eeg"]),
                         self.train_cfg, self.privacy_cfg, ledger, round_no=self.round_no, batch_loss=loss,
-                        release_sigma=self.release_sigma)
+                        release_sigma=self.release_sigma, lr_scales={"fusion.": self.fusion_cfg.lr_scale})
 
     def keep(self) -> bool:
         if finite(self.model):

@@ -6,7 +6,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -45,10 +45,20 @@ class TrainReport:
     epsilon: float
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum by default: under DP noise, Adam's per-coordinate scaling amplifies the noise."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr_scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
+    """SGD with momentum by default: under DP noise, Adam's per-coordinate scaling amplifies the noise.
+
+    `lr_scales` maps a parameter-name prefix to a factor on `cfg.lr` for that part (one parameter
+    group each); the rest trains at `cfg.lr`.
+    """
     check_option("optimizer", cfg.optimizer, ("sgd", "adam"))
-    params = [p for p in model.parameters() if p.requires_grad]
+    scales = dict(lr_scales or {})
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(cfg.lr * scale, []).append(p)
+    params = [{"params": ps, "lr": lr} for lr, ps in groups.items()]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
@@ -72,7 +82,8 @@ def dp_train(model: torch.nn.Module, dataset: torch.utils.data.Dataset, anchors:
              train_cfg: TrainConfig, privacy_cfg: PrivacyConfig, ledger: PrivacyLedger,
              head: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None, round_no: int = 0,
              generator: torch.Generator | None = None, objective: str = "prototypes",
-             batch_loss: BatchLoss | None = None, release_sigma: float | None = None) -> TrainReport:
+             batch_loss: BatchLoss | None = None, release_sigma: float | None = None,
+             lr_scales: Mapping[str, float] | None = None) -> TrainReport:
     """Train `model` in place for `local_epochs`, or fewer steps if the budget runs out.
 
     With DP on: Poisson sampling of the privacy unit (windows, or patients with one window
@@ -86,7 +97,8 @@ def dp_train(model: torch.nn.Module, dataset: torch.utils.data.Dataset, anchors:
     trains the encoder by dual-masked reconstruction instead (federated pretraining: same
     sampling, clipping, noise and ledger; labels unused). `batch_loss` replaces the encoder
     objectives for another model (a paired site's two encoders and fusion head; the caller sets
-    what is trainable), and `release_sigma` the effective noise of the round's release it reserves.
+    what is trainable), `release_sigma` the effective noise of the round's release it reserves, and
+    `lr_scales` a learning-rate factor per parameter-name prefix (`make_optimizer`).
     """
     n = len(dataset)
     if n == 0:
@@ -98,7 +110,7 @@ def dp_train(model: torch.nn.Module, dataset: torch.utils.data.Dataset, anchors:
         set_trainable(model, train_cfg.trainable, train_cfg.top_layers)
     device = pick_device(train_cfg.device)
     model.to(device)
-    optimizer = make_optimizer(model, train_cfg)
+    optimizer = make_optimizer(model, train_cfg, lr_scales)
     sigma = None
     budget_steps = math.inf
     if release_sigma is None:

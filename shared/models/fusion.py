@@ -47,9 +47,12 @@ class FusionConfig:
     pair_weight: float = 1.0  # the sample-level contrastive term at paired sites
     fusion_weight: float = 1.0  # the decoders' cross-entropy and the reconstruction MSE
     tau: float = 0.1  # temperature of the sample-level term; the decoders start at anchor scores / tau
+    lr_scale: float = 1.0  # the fusion head's learning rate, as a factor on training.lr (the encoders')
 
     def __post_init__(self) -> None:
         check_option("fusion kind", self.kind, KINDS)
+        if not self.lr_scale > 0:
+            raise ConfigError(f"{self.lr_scale=} must be positive")
         if not 0 <= self.modality_dropout <= 0.5:
             raise ConfigError(f"{self.modality_dropout=} must lie in [0, 0.5] (each modality; never both dropped)")
 

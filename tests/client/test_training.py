@@ -130,3 +130,14 @@ def test_without_dp_the_step_is_dp_sgds_without_noise(tmp_path):
     moved = torch.cat([(model.state_dict()[n] - start[n]).flatten() for n in names])
     assert torch.allclose(moved, expected, atol=1e-6)
     assert float(moved.norm()) <= 0.1 * 0.01 + 1e-6
+
+
+def test_a_part_named_by_prefix_trains_at_its_own_learning_rate():
+    from fedxalign.client.training import make_optimizer
+
+    model = torch.nn.ModuleDict({"enc": torch.nn.Linear(3, 3), "fusion": torch.nn.Linear(3, 2)})
+    model["enc"].bias.requires_grad_(False)  # frozen parameters stay out of every group
+    opt = make_optimizer(model, TrainConfig(lr=0.5), {"fusion.": 0.1})
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert by_lr == {0.5: {id(model["enc"].weight)}, 0.05: {id(model["fusion"].weight), id(model["fusion"].bias)}}
+    assert [g["lr"] for g in make_optimizer(model, TrainConfig(lr=0.5)).param_groups] == [0.5]
