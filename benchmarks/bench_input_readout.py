@@ -24,21 +24,11 @@ from fedxalign.configs import CONFIG_DIR
 from fedxalign.shared.data.site import federation_sites, load_federation_site
 from fedxalign.shared.data.config import SiteConfig
 from fedxalign.shared.models.encoder import build_encoder, window_rhythm
-from fedxalign.simulations.baseline import feature_baseline
+from fedxalign.simulations.baseline import feature_baseline, readout
 from fedxalign.simulations.run import prepare_federation
 from fedxalign.simulations.settings import run_settings
 
-
-def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    fit = split != "test"
-    test = ~fit & np.isin(y, np.unique(y[fit]))
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")).fit(features[fit], y[fit])
-    return float(balanced_accuracy_score(y[test], clf.predict(features[test])))
+WIDTHS = (9, 9, 7, 6)  # columns: features, spectrum, rhythm, both
 
 
 def main() -> None:
@@ -53,7 +43,7 @@ def main() -> None:
     root = Path(settings.federation.federation_dir)
     prepare_federation(cfg, root)
     spectrum = {"eeg": (args.bins[0], args.max_hz[0]), "ecg": (args.bins[1], args.max_hz[1])}
-    print(f"{'site':16s} {'features':>9s} {'spectrum':>9s} {'rhythm':>7s} {'both':>6s}")
+    print(f"{'site':16s} " + " ".join(f"{h:>{w}s}" for h, w in zip(("features", "spectrum", "rhythm", "both"), WIDTHS)))
     for folder in federation_sites(root):
         site = SiteConfig.from_site_dir(folder)
         data = load_federation_site(folder, site, settings.data, settings.federation.cache_dir)
@@ -66,7 +56,7 @@ def main() -> None:
             rhythm = window_rhythm(x[:, x.shape[1] - enc.config.derived_channels:]).numpy() if enc.config.derived_channels else None
         row = [feature_baseline(data).balanced_accuracy, readout(spec, data.y, data.split)]
         row += [readout(rhythm, data.y, data.split), readout(np.c_[spec, rhythm], data.y, data.split)] if rhythm is not None else [np.nan, np.nan]
-        print(f"{site.name:16s} " + " ".join(f"{v:9.3f}" if i < 2 else f"{v:7.3f}" if i == 2 else f"{v:6.3f}" for i, v in enumerate(row)))
+        print(f"{site.name:16s} " + " ".join(f"{v:{w}.3f}" for v, w in zip(row, WIDTHS)))
 
 
 if __name__ == "__main__":

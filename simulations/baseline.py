@@ -36,18 +36,28 @@ class BaselineResult:
     chance: float
 
 
+def scored_windows(y: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """The test windows a per-site read-out is scored on: test subjects, classes it saw in train+val."""
+    fit = split != "test"
+    return ~fit & np.isin(y, np.unique(y[fit]))
+
+
+def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
+    """The per-site protocol: a logistic regression fitted on train+val subjects, balanced accuracy on test subjects."""
+    fit, keep = split != "test", scored_windows(y, split)
+    if not keep.any():
+        return float("nan")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    model.fit(features[fit], y[fit])
+    return float(balanced_accuracy_score(y[keep], model.predict(features[keep])))
+
+
 def feature_baseline(data: SiteData) -> BaselineResult:
     """Fit on the site's train+val subjects, score on its test subjects (never the same subject)."""
     feats = FEATURES[data.site.modality](data.x, data.preprocess.sfreq)
-    train = data.split != "test"
-    test = ~train
-    present = np.unique(data.y[train])
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-    model.fit(feats[train], data.y[train])
-    keep = test & np.isin(data.y, present)
-    score = balanced_accuracy_score(data.y[keep], model.predict(feats[keep])) if keep.any() else float("nan")
-    return BaselineResult(data.site.name, data.site.modality, int(train.sum()), int(keep.sum()), float(score),
-                          1.0 / max(len(np.unique(data.y[keep])), 1))
+    keep = scored_windows(data.y, data.split)
+    return BaselineResult(data.site.name, data.site.modality, int((data.split != "test").sum()), int(keep.sum()),
+                          readout(feats, data.y, data.split), 1.0 / max(len(np.unique(data.y[keep])), 1))
 
 
 def run_baselines(root: Path, data_cfg: DataConfig, cache_dir: Path | None) -> list[BaselineResult]:

@@ -143,7 +143,7 @@ class FederationSpec:
 
     def fingerprint(self) -> str:
         """What the folder was generated from: a changed spec (more subjects, another seed) means other data."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _record_names(spec: SiteSpec, subj: int, night: int) -> tuple[str, str | None]:
