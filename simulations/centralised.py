@@ -68,7 +68,7 @@ def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, va
 
 
 def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: ReferenceConfig = ReferenceConfig(),
-                      seed: int = 0, progress: bool = True) -> CentralisedReference:
+                      seed: int = 0) -> CentralisedReference:
     torch.manual_seed(seed)
     device = pick_device(settings.train.device)
     modalities = sorted({d.site.modality for d in sites})
@@ -91,7 +91,7 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     epoch = 0
     for e in encoders.values():
         e.train()
-    bar = tqdm(range(1, cfg.max_epochs + 1), desc="reference centralised (early stopping)", unit="epoch", disable=not progress)
+    bar = tqdm(range(1, cfg.max_epochs + 1), desc="reference centralised (early stopping)", unit="epoch")
     for epoch in bar:
         batches = [(m, b) for m, loader in loaders for b in loader]
         for k in rng.permutation(len(batches)):
@@ -114,19 +114,3 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
         e.load_state_dict(states[m])
         e.to("cpu").eval()
     return CentralisedReference(encoders, torch.nn.functional.normalize(best_anchors, dim=-1).numpy(), best[1], epoch, float(best[0]))
-
-
-def reference_job(settings: RunSettings, cfg: ReferenceConfig, seed: int, threads: int = 1) -> CentralisedReference:
-    """`train_centralised` in a process of its own, started beside the federated runs (`concurrent.futures`).
-
-    It needs nothing they produce, and alone it keeps two cores only partly busy; beside them it
-    fills the gaps. Sites are read from the window cache, in `train_centralised`'s order; no
-    progress bar, which would break into the rounds' lines.
-    """
-    from fedxalign.shared.data.config import SiteConfig
-    from fedxalign.shared.data.site import federation_sites, load_federation_site
-
-    torch.set_num_threads(threads)
-    fed = settings.federation
-    sites = [load_federation_site(f, SiteConfig.from_site_dir(f), settings.data, fed.cache_dir) for f in federation_sites(fed.federation_dir)]
-    return train_centralised(sites, settings, cfg, seed, progress=False)

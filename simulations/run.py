@@ -96,8 +96,7 @@ def simulate(cfg: DictConfig) -> dict:
     from fedxalign.server.strategy import ServerState, write_csv
     from fedxalign.simulations import report
     from fedxalign.simulations.baseline import feature_baseline
-    from fedxalign.simulations import centralised
-    from fedxalign.simulations.centralised import ReferenceConfig
+    from fedxalign.simulations.centralised import ReferenceConfig, train_centralised
     from fedxalign.simulations.evaluate import evaluate, feature_row, from_centralised, from_states
     from fedxalign.simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
 
@@ -130,24 +129,22 @@ def simulate(cfg: DictConfig) -> dict:
     for p in paired:
         print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "
               f"({len(p.eeg.y)} EEG, {len(p.ecg.y)} ECG windows); the pair is its privacy unit", flush=True)
-    with multiprocessing.get_context("spawn").Pool(1) as pool:  # leaving the block ends the reference's process, on error too
-        reference_job = pool.apply_async(centralised.reference_job, (settings, ReferenceConfig.from_mapping(cfg.reference),
-                                                                     settings.train.seed)) if "central" in cfg.baselines else None
-        t_fed = time.time()
-        run_federation_simulation(settings, len(nodes), cfg.num_cpus_per_client, out / "flower")
-        fed_wall = time.time() - t_fed
-        state = ServerState.load(out / "checkpoint.npz")
-        names = {p.name for p in paired}
-        embs = {"fedxalign": from_states(sites, settings, out / "state", state, paired=names)}
-        run_dp_baselines([b for b in ("fedavg", "local") if b in cfg.baselines], settings, out / "baselines", cfg.num_cpus_per_client)
-        if "fedavg" in cfg.baselines:
-            fa = unaligned_fedavg_settings(settings)
-            embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg",
-                                         ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE), paired=names)
-        if "local" in cfg.baselines:
-            embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site", paired=names)
-        reference = reference_job.get() if reference_job else None  # a failed reference fails the run, with its traceback
-    if reference:
+    t_fed = time.time()
+    run_federation_simulation(settings, len(nodes), cfg.num_cpus_per_client, out / "flower")
+    fed_wall = time.time() - t_fed
+    state = ServerState.load(out / "checkpoint.npz")
+    names = {p.name for p in paired}
+    embs = {"fedxalign": from_states(sites, settings, out / "state", state, paired=names)}
+    run_dp_baselines([b for b in ("fedavg", "local") if b in cfg.baselines], settings, out / "baselines", cfg.num_cpus_per_client)
+    if "fedavg" in cfg.baselines:
+        fa = unaligned_fedavg_settings(settings)
+        embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE),
+                                     paired=names)
+    if "local" in cfg.baselines:
+        embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site", paired=names)
+    reference = None
+    if "central" in cfg.baselines:
+        reference = train_centralised(sites, settings, ReferenceConfig.from_mapping(cfg.reference), seed=settings.train.seed)
         embs["central"] = from_centralised(sites, reference.encoders, reference.anchors)
     methods = {name: evaluate(e, n_classes) for name, e in embs.items()}
     if "features" in cfg.baselines:
