@@ -36,7 +36,7 @@ def test_every_strategy_predicts_with_one_modality_missing(head, strategy, missi
         fill = {"zero": torch.zeros_like(present), "mean": mean[missing].expand_as(present),
                 "reconstruct": (head.eeg_from_ecg if missing == "eeg" else head.ecg_from_eeg)(present)}
         if strategy == "masked":
-            token = (head.mask_eeg if missing == "eeg" else head.mask_ecg).token.weight[0].expand_as(present)
+            token = (head.mask_eeg if missing == "eeg" else head.mask_ecg).value().expand_as(present)
             args = (token, zc) if missing == "eeg" else (ze, token)
             want = head.masked(*args).numpy()
         else:
@@ -64,3 +64,14 @@ def test_modality_dropout_never_drops_both_and_drops_each_at_its_rate():
     drop = draw_dropout(20000, 0.3, torch.Generator().manual_seed(0))
     assert not (drop[:, 0] & drop[:, 1]).any()
     assert abs(drop[:, 0].float().mean().item() - 0.3) < 0.02 and abs(drop[:, 1].float().mean().item() - 0.3) < 0.02
+
+
+def test_a_step_on_a_mask_token_moves_the_logits_no_further_than_the_same_step_on_a_bias():
+    """The decoders weigh scores by 1 / tau; a token in score units would carry DP noise into the logits ten times over."""
+    head = build_fusion(C, "concat", seed=1, tau=0.1)
+    ze = _z()
+    before = head.predict(ze, None, "masked")
+    with torch.no_grad():
+        head.mask_ecg.token.weight.add_(0.05)
+    moved = np.abs(head.predict(ze, None, "masked") - before).max()
+    assert 0 < moved <= 0.05 + 1e-6
