@@ -13,8 +13,8 @@ from tests.conftest import compose_config
 @pytest.fixture(scope="module")
 def setting(tiny_federation, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    cfg = compose_config("simulate", [f"federation.federation_dir={tiny_federation}", f"paths.cache_dir={cache}", f"federation.results_dir={cache / 'out'}",
-                                      "pretraining.source=none"])
+    cfg = compose_config("simulate", [f"federation.federation_dir={tiny_federation}", f"paths.cache_dir={cache}",
+                                      f"federation.results_dir={cache / 'out'}", "pretraining.source=none"])
     settings = run_settings(cfg)
     sites = [load_federation_site(f, SiteConfig.from_site_dir(f), settings.data, settings.federation.cache_dir)
              for f in federation_sites(tiny_federation)]
