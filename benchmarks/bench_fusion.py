@@ -11,15 +11,12 @@ run on 2 cores. `--reuse` keeps runs whose summary.json exists.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from seeded_runs import ROOT, parser, simulate
+
 TARGETS = [  # (summary key, column label, target)
     ("fusion_both_minus_best_single", "both-best", "> 0"),
     ("masked_kept_eeg_only", "kept EEG", ">= 0.95"),
@@ -33,34 +30,22 @@ def run_dir(out: Path, seed: int, repeat: int) -> Path:
     return out / (f"seed{seed}" if repeat == 0 else f"seed{seed}_r{repeat}")
 
 
-def run(seed: int, folder: Path, extra: list[str]) -> dict:
-    if not (folder / "summary.json").is_file():
-        name = "default" if seed == 0 else f"default_seed{seed}"
-        cmd = [sys.executable, "-m", "fedxalign.simulations.run", f"synthetic.seed={seed}", f"synthetic.name={name}",
-               "privacy.epsilon=8", "plots=false", "baselines=[]", f"hydra.run.dir={folder}", *extra]
-        print("$", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    summary = json.loads((folder / "summary.json").read_text())
+def fusion_targets(summary: dict, folder: Path) -> dict[str, float]:
     if not summary.get("fusion"):
         raise SystemExit(f"{folder}: the run has no fusion table (no paired site, or fusion.enabled=false)")
     return summary["fusion"]["targets"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = parser(__doc__.splitlines()[0], ROOT / "results" / "fusion")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "fusion")
-    ap.add_argument("--reuse", action="store_true", help="keep runs that already have a summary.json")
-    ap.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     args = ap.parse_args()
     rows = {}
     for seed in args.seeds:
         for r in range(args.repeats):
             folder = run_dir(args.out, seed, r)
-            if not args.reuse and (folder / "summary.json").exists():
-                (folder / "summary.json").unlink()
-            rows[(seed, r)] = run(seed, folder, args.extra)
+            summary = simulate(seed, folder, ["privacy.epsilon=8", "baselines=[]", *args.extra], args.reuse)
+            rows[(seed, r)] = fusion_targets(summary, folder)
     head = f"{'seed':>4s} {'run':>3s} | " + " | ".join(f"{label:>13s}" for _, label, _ in TARGETS)
     print(head)
     print("-" * len(head))

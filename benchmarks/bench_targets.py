@@ -9,30 +9,16 @@ summary.json exists. Slow: about 6-10 minutes per run on 2 cores.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from seeded_runs import ROOT, parser, simulate
 
 
 def run_dir(out: Path, seed: int, epsilon: float) -> Path:
     return out / f"seed{seed}_eps{'inf' if math.isinf(epsilon) else f'{epsilon:g}'}"
-
-
-def run(seed: int, epsilon: float, folder: Path, extra: list[str]) -> dict:
-    if not (folder / "summary.json").is_file():
-        name = "default" if seed == 0 else f"default_seed{seed}"
-        cmd = [sys.executable, "-m", "fedxalign.simulations.run", f"synthetic.seed={seed}", f"synthetic.name={name}",
-               f"privacy.epsilon={epsilon}", "plots=false", f"hydra.run.dir={folder}", *extra]
-        print("$", " ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((folder / "summary.json").read_text())
 
 
 def figures(summary: dict) -> dict[str, float]:
@@ -50,20 +36,14 @@ def figures(summary: dict) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = parser(__doc__.splitlines()[0], ROOT / "results" / "targets")
     ap.add_argument("--epsilons", type=float, nargs="+", default=[8.0, math.inf])
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "targets")
-    ap.add_argument("--reuse", action="store_true", help="keep runs that already have a summary.json")
-    ap.add_argument("extra", nargs="*", help="more Hydra overrides for every run")
     args = ap.parse_args()
     rows = {}
     for seed in args.seeds:
         for eps in args.epsilons:
-            folder = run_dir(args.out, seed, eps)
-            if not args.reuse and (folder / "summary.json").exists():
-                (folder / "summary.json").unlink()
-            rows[(seed, eps)] = figures(run(seed, eps, folder, args.extra))
+            summary = simulate(seed, run_dir(args.out, seed, eps), [f"privacy.epsilon={eps}", *args.extra], args.reuse)
+            rows[(seed, eps)] = figures(summary)
     head = (f"{'seed':>4s} {'eps':>5s} | {'central EEG/ECG':>15s} | {'features EEG/ECG':>16s} | {'FedX probe EEG/ECG':>18s} | "
             f"{'FedX anchor':>11s} | {'cross FedX/central':>18s} | {'ratio':>5s} | {'wall':>5s}")
     print(head)
