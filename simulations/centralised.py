@@ -50,6 +50,11 @@ class CentralisedReference:
     val_balanced_accuracy: float
 
 
+def validation_windows(sites: list[SiteData]) -> list[tuple[str, torch.Tensor, np.ndarray]]:
+    """(modality, windows, labels) of every site's validation subjects: what early stopping scores."""
+    return [(d.site.modality, ds.x, ds.y.numpy()) for d in sites if (d.split == "val").any() for ds in [d.dataset("val")]]
+
+
 def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, val: list[tuple[str, torch.Tensor, np.ndarray]]) -> float:
     """Mean over modalities of the nearest-anchor balanced accuracy on the pooled validation windows."""
     from fedxalign.simulations.evaluate import balanced_accuracy
@@ -85,7 +90,7 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     loaders = [(d.site.modality, torch.utils.data.DataLoader(d.dataset("train"), batch_size=settings.train.batch_size, shuffle=True,
                                                              generator=torch.Generator().manual_seed(seed)))
                for d in sites if (d.split == "train").any()]
-    val = [(d.site.modality, ds.x, ds.y.numpy()) for d in sites if (d.split == "val").any() for ds in [d.dataset("val")]]
+    val = validation_windows(sites)
     rng = np.random.default_rng(seed)
     best = (-np.inf, 0, None)
     epoch = 0
