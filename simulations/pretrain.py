@@ -23,7 +23,7 @@ from fedxalign.shared.data.config import DataConfig, SiteConfig, fingerprint
 from fedxalign.shared.data.site import federation_sites, load_federation_site
 from fedxalign.shared.data.synthetic.federation import ensure_federation
 from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
-from fedxalign.shared.models.pretraining import PretrainConfig, pretrain, save_checkpoint
+from fedxalign.shared.models.pretraining import CHECKPOINT_FORMAT, PretrainConfig, fit_token_scaling, pretrain, save_checkpoint
 from fedxalign.shared.runconfig import RunSettings, encoder_for
 from fedxalign.simulations.generate import federation_spec
 from fedxalign.configs import CONFIG_DIR
@@ -51,8 +51,9 @@ def pretrain_corpus(corpus_dir: Path, out_dir: Path, data: DataConfig, model_for
         mcfg = dataclasses.replace(model_for(modality), pretrained="")
         encoder = build_encoder(mcfg, seed=cfg.seed)
         losses = pretrain(encoder, windows, cfg, desc=f"pretraining {modality} ({sum(len(w) for w in windows)} windows)")
+        scaled = fit_token_scaling(encoder, windows)  # the public corpus sets the tokens' scaling: no site's data does
         written[modality] = save_checkpoint(encoder, out_dir / f"{modality}.pt",
-                                            {"corpus": str(corpus_dir), "epoch_losses": losses})
+                                            {"corpus": str(corpus_dir), "epoch_losses": losses, "token_scaling": scaled})
         log.info("%s: reconstruction MSE %.4f -> %.4f over %d epochs", modality, losses[0], losses[-1], len(losses))
     return written
 
@@ -61,7 +62,7 @@ def ensure_pretrained(corpus_spec: DictConfig, data_dir: Path, cache_dir: Path, 
     """The `model.pretrained` template of the public checkpoints, pretrained once per corpus and settings."""
     data = settings.data
     models = {m: dataclasses.replace(settings.model_for(m), pretrained="") for m in sorted(data.preprocess)}
-    key = fingerprint(OmegaConf.to_container(corpus_spec, resolve=True), data, models, cfg)
+    key = fingerprint(OmegaConf.to_container(corpus_spec, resolve=True), data, models, cfg, CHECKPOINT_FORMAT)
     out = cache_dir / "pretrained" / key
     corpus = data_dir / f"corpus-{corpus_spec.name}"
     if not all((out / f"{m}.pt").is_file() for m in data.preprocess):

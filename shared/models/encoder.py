@@ -234,6 +234,29 @@ class PatchEmbedding(nn.Module):
         return emb + self.positional_encoding(emb.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
+class TokenScaling(nn.Module):
+    """A fixed per-dimension standardisation of a whole-window token's input: (v - shift) / scale.
+
+    Both tokens are computed from the window alone, but not centred: the spectrum's mean shape
+    (more power at low frequencies in every window) and the rhythm statistics' typical values are
+    offsets shared by every class, which the token's linear layer turns into one push of all
+    pooled features, and bins of very different spread get very different shares of a DP-SGD
+    step. The statistics come from the public pretraining corpus (`fit_token_scaling`), never
+    from a site's private windows, so they cost no privacy and are the same at every site: a
+    site-private statistic would couple each window's loss to the others' and be an unaccounted
+    release. Identity until fitted. They are buffers, not parameters: shared with the weights,
+    never trained.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return (v - self.shift) / self.scale
+
+
 class CrissCrossEncoder(nn.Module):
     """Window -> L2-normalised embedding in the shared space (and optionally a specific part).
 
@@ -241,7 +264,8 @@ class CrissCrossEncoder(nn.Module):
     return_features=False)`, `get_config()`, `from_config()`, `reset_head()`. Submodules
     `patch_embedding`, `encoder.layers.N` and `proj_out` carry CBraMod's names and shapes
     (`load_cbramod_weights`); `pool_norm`, `head`, `specific_head`, `global_embed` and
-    `rhythm_embed` are this project's task part.
+    `rhythm_embed` are this project's task part, `global_scaling` and `rhythm_scaling` their
+    fixed input scaling.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -252,7 +276,9 @@ class CrissCrossEncoder(nn.Module):
         self.proj_out = nn.Sequential(nn.Linear(cfg.d_model, cfg.patch_samples))  # masked-patch reconstruction
         self.pool_norm = nn.LayerNorm(cfg.d_model)
         self.global_embed = nn.Linear(cfg.global_bins, cfg.d_model) if cfg.global_bins > 0 else None
+        self.global_scaling = TokenScaling(cfg.global_bins) if cfg.global_bins > 0 else None
         self.rhythm_embed = nn.Linear(len(RHYTHM_STATS), cfg.d_model) if cfg.rhythm_token and cfg.derived_channels else None
+        self.rhythm_scaling = TokenScaling(len(RHYTHM_STATS)) if self.rhythm_embed is not None else None
         self.head = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.specific_head = nn.Linear(cfg.d_model, cfg.specific_dim) if cfg.specific_dim > 0 else None
 
@@ -287,10 +313,22 @@ class CrissCrossEncoder(nn.Module):
         """(batch, channels, patches, samples) -> pooled (batch, d_model)."""
         pooled = self.pool_norm(self.tokens(x)).mean(dim=(1, 2))
         if self.global_embed is not None:
-            pooled = pooled + self.global_embed(self._window_spectrum(x))
+            pooled = pooled + self.global_embed(self.global_scaling(self._window_spectrum(x)))
         if self.rhythm_embed is not None:
-            pooled = pooled + self.rhythm_embed(window_rhythm(x[:, x.shape[1] - self.config.derived_channels:]))
+            pooled = pooled + self.rhythm_embed(self.rhythm_scaling(self._window_rhythm(x)))
         return pooled
+
+    def whole_window_tokens(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unscaled inputs of the whole-window tokens this encoder has, by the name of their scaling."""
+        tokens = {}
+        if self.global_scaling is not None:
+            tokens["global_scaling"] = self._window_spectrum(x)
+        if self.rhythm_scaling is not None:
+            tokens["rhythm_scaling"] = self._window_rhythm(x)
+        return tokens
+
+    def _window_rhythm(self, x: torch.Tensor) -> torch.Tensor:
+        return window_rhythm(x[:, x.shape[1] - self.config.derived_channels:])
 
     def _window_spectrum(self, x: torch.Tensor) -> torch.Tensor:
         """The shape of the whole window's spectrum: log power in `global_bins` bands (mean over channels), less its mean.
@@ -390,6 +428,7 @@ def load_cbramod_weights(model: CrissCrossEncoder, state: Mapping[str, torch.Ten
 
 
 TRAINABLE_SCOPES = ("all", "top", "head")
+SCALING_BUFFERS = ("_scaling.shift", "_scaling.scale")  # the tokens' fixed input scaling (TokenScaling)
 TASK_PARTS = ("pool_norm.", "head.", "specific_head.", "global_embed.", "rhythm_embed.")  # this project's part, not CBraMod's
 
 

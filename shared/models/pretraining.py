@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 
 from fedxalign.shared.device import pick_device
 from fedxalign.shared.errors import ConfigError
-from fedxalign.shared.models.encoder import TASK_PARTS, CrissCrossEncoder, EncoderConfig, load_cbramod_weights
+from fedxalign.shared.models.encoder import SCALING_BUFFERS, TASK_PARTS, CrissCrossEncoder, EncoderConfig, load_cbramod_weights
 from fedxalign.shared.schema import build
 
-CHECKPOINT_FORMAT = "fedxalign-pretrained-v1"
+CHECKPOINT_FORMAT = "fedxalign-pretrained-v2"  # v2: with the whole-window tokens' input scaling
+EARLIER_FORMATS = ("fedxalign-pretrained-v1",)  # loaded with the tokens unscaled
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,28 @@ def pretrain(model: CrissCrossEncoder, datasets: Sequence[torch.Tensor], cfg: Pr
     return losses
 
 
+def fit_token_scaling(model: CrissCrossEncoder, datasets: Sequence[torch.Tensor], batch_size: int = 512) -> dict[str, int]:
+    """Set the whole-window tokens' input scaling to the mean and spread of `datasets` (public windows only).
+
+    Returns how many dimensions each scaling has. A dimension that does not vary keeps scale 1.
+    """
+    tokens: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for d in datasets:
+            for idx in torch.arange(len(d)).split(batch_size):
+                for name, v in model.whole_window_tokens(d[idx]).items():
+                    tokens.setdefault(name, []).append(v.double())
+    fitted = {}
+    for name, parts in tokens.items():
+        v = torch.cat(parts)
+        std = v.std(0) if len(v) > 1 else torch.zeros(v.shape[1], dtype=v.dtype)
+        scaling = getattr(model, name)
+        scaling.shift.copy_(v.mean(0).to(scaling.shift.dtype))
+        scaling.scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)).to(scaling.scale.dtype))
+        fitted[name] = v.shape[1]
+    return fitted
+
+
 def set_pretrainable(model: CrissCrossEncoder) -> None:
     """Train everything the reconstruction uses (not the classification part); the mask value stays 0, as CBraMod's."""
     for name, p in model.named_parameters():
@@ -134,11 +157,14 @@ def load_pretrained(model: CrissCrossEncoder, path: str | Path) -> None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported by name
         raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
-    if isinstance(payload, Mapping) and payload.get("format") == CHECKPOINT_FORMAT:
+    if isinstance(payload, Mapping) and payload.get("format") in (CHECKPOINT_FORMAT, *EARLIER_FORMATS):
         saved = EncoderConfig.from_mapping(payload["config"])
         if dataclasses.replace(saved, modality=model.config.modality, pretrained=model.config.pretrained) != model.config:
             raise ConfigError(f"{path}: pretrained with model settings {saved}, this run uses {model.config}")
-        model.load_state_dict(payload["state_dict"])
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=payload["format"] == CHECKPOINT_FORMAT)
+        if unexpected or any(not k.endswith(SCALING_BUFFERS) for k in missing):
+            raise ConfigError(f"{path}: {payload['format']} checkpoint does not fit this encoder (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
     elif isinstance(payload, Mapping):
         load_cbramod_weights(model, payload, str(path))
     else:

@@ -54,11 +54,11 @@ def test_per_modality_overrides_survive_the_flat_run_config_and_patch_length_fol
     from fedxalign.simulations.settings import run_settings
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose("simulate", overrides=["+training.by_modality.ecg.lr=0.2", "+model.by_modality.ecg.global_bins=50",
+        cfg = compose("simulate", overrides=["+training.by_modality.ecg.lr=0.2", "model.by_modality.ecg.global_bins=50",
                                              "data.preprocess.ecg.patch_s=2.0", "federation.results_dir=x"])
     s = run_settings(cfg)
     assert s.train_for("ecg").lr == 0.2 and s.train_for("eeg").lr == s.train.lr
-    assert s.model_for("ecg").global_bins == 50 and s.model_for("eeg").global_bins == 0
+    assert s.model_for("ecg").global_bins == 50 and s.model_for("eeg").global_bins == cfg.model.by_modality.eeg.global_bins != 50
     assert s.model_for("ecg").patch_samples == 200 and s.model_for("eeg").patch_samples == 100
     back = RunSettings.from_flat(s.to_flat())
     assert back == s and back.model_for("ecg") == s.model_for("ecg")

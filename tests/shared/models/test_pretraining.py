@@ -6,8 +6,8 @@ import torch
 from fedxalign.client.site_round import load_encoder
 from fedxalign.shared.errors import ConfigError
 from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
-from fedxalign.shared.models.pretraining import (PretrainConfig, dual_mask, load_pretrained, pretrain, reconstruction_loss,
-                                       save_checkpoint)
+from fedxalign.shared.models.pretraining import (PretrainConfig, dual_mask, fit_token_scaling, load_pretrained, pretrain,
+                                                 reconstruction_loss, save_checkpoint)
 
 CFG = EncoderConfig(dropout=0.0)
 
@@ -70,3 +70,51 @@ def test_a_checkpoint_of_other_settings_or_a_missing_file_is_refused(tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="junk.pt"):
         load_pretrained(build_encoder(CFG, seed=0), tmp_path / "junk.pt")
+
+
+TOKENS_CFG = EncoderConfig(modality="ecg", dropout=0.0, global_bins=10, global_max_hz=40.0, derived_channels=2)
+
+
+def _ecg_windows(n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 30, 100, generator=gen)
+    x[:, 1:] = 1.0 + torch.rand(n, 2, 1, 1, generator=gen)  # beat channels: a steady RR series per window
+    return x
+
+
+def test_token_scaling_standardises_the_tokens_on_the_public_windows_only():
+    model = build_encoder(TOKENS_CFG, seed=0)
+    public = [_ecg_windows(64, 0), _ecg_windows(32, 1)]
+    raw = model.whole_window_tokens(torch.cat(public))
+    assert set(raw) == {"global_scaling", "rhythm_scaling"}
+    before = model.features(public[0]).detach()
+    assert fit_token_scaling(model, public) == {"global_scaling": 10, "rhythm_scaling": 6}
+    for name, v in raw.items():
+        scaled = getattr(model, name)(v)
+        assert scaled.mean(0).abs().max() < 1e-4  # centred on the public windows
+        varying = v.std(0) > 1e-6
+        assert torch.allclose(scaled.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-3)
+        assert torch.equal(getattr(model, name).scale[~varying], torch.ones(int((~varying).sum())))  # constant: scale stays 1
+    assert not torch.allclose(model.features(public[0]).detach(), before)  # the encoder reads the scaled tokens
+    assert not any(n.endswith(("shift", "scale")) for n, _ in model.named_parameters())  # fixed: DP-SGD never trains them
+
+
+def test_the_token_scaling_travels_in_the_checkpoint_and_an_earlier_checkpoint_loads_unscaled(tmp_path):
+    model = build_encoder(TOKENS_CFG, seed=0)
+    fit_token_scaling(model, [_ecg_windows(64, 0)])
+    fresh = build_encoder(TOKENS_CFG, seed=1)
+    load_pretrained(fresh, save_checkpoint(model, tmp_path / "ecg.pt"))
+    assert torch.equal(fresh.global_scaling.shift, model.global_scaling.shift)
+    assert torch.equal(fresh.rhythm_scaling.scale, model.rhythm_scaling.scale)
+    v1 = torch.load(tmp_path / "ecg.pt", weights_only=True)
+    v1["format"] = "fedxalign-pretrained-v1"
+    v1["state_dict"] = {k: v for k, v in v1["state_dict"].items() if "_scaling." not in k}
+    torch.save(v1, tmp_path / "v1.pt")
+    old = build_encoder(TOKENS_CFG, seed=1)
+    load_pretrained(old, tmp_path / "v1.pt")
+    assert torch.equal(old.head.weight, model.head.weight)
+    assert torch.equal(old.global_scaling.shift, torch.zeros(10)) and torch.equal(old.global_scaling.scale, torch.ones(10))
+    v1["state_dict"].pop("head.weight")  # anything else missing is still refused
+    torch.save(v1, tmp_path / "v1.pt")
+    with pytest.raises(ConfigError, match="does not fit"):
+        load_pretrained(build_encoder(TOKENS_CFG, seed=1), tmp_path / "v1.pt")
