@@ -7,7 +7,9 @@ protocol: fit on train+val subjects, balanced accuracy on test subjects) on the 
 features (band powers / HRV), on the encoder's whole-window spectrum token input
 (`CrissCrossEncoder._window_spectrum`, `--bins` up to `--max-hz` for EEG / ECG), on the
 heart-rhythm statistics (`window_rhythm`, ECG) and on both. No training: it bounds what those
-tokens can bring before any encoder learns from them.
+tokens can bring before any encoder learns from them. A second table fits the read-out on the
+OTHER sites of the same modality (their train+val subjects) and scores each site's test
+subjects: whether an input is read the same way everywhere, as global anchors need.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score
 from hydra import compose, initialize_config_dir
 
 from fedxalign.configs import CONFIG_DIR
 from fedxalign.shared.data.site import federation_sites, load_federation_site
 from fedxalign.shared.data.config import SiteConfig
 from fedxalign.shared.models.encoder import build_encoder, window_rhythm
-from fedxalign.simulations.baseline import feature_baseline, readout
+from fedxalign.shared.data.features import FEATURES
+from fedxalign.simulations.baseline import feature_baseline, linear_readout_model, readout
 from fedxalign.simulations.run import prepare_federation
 from fedxalign.simulations.settings import run_settings
 
@@ -44,6 +48,7 @@ def main() -> None:
     prepare_federation(cfg, root)
     spectrum = {"eeg": (args.bins[0], args.max_hz[0]), "ecg": (args.bins[1], args.max_hz[1])}
     print(f"{'site':16s} " + " ".join(f"{h:>{w}s}" for h, w in zip(("features", "spectrum", "rhythm", "both"), WIDTHS)))
+    inputs: dict[str, list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]] = {}
     for folder in federation_sites(root):
         site = SiteConfig.from_site_dir(folder)
         data = load_federation_site(folder, site, settings.data, settings.federation.cache_dir)
@@ -57,6 +62,29 @@ def main() -> None:
         row = [feature_baseline(data).balanced_accuracy, readout(spec, data.y, data.split)]
         row += [readout(rhythm, data.y, data.split), readout(np.c_[spec, rhythm], data.y, data.split)] if rhythm is not None else [np.nan, np.nan]
         print(f"{site.name:16s} " + " ".join(f"{v:{w}.3f}" for v, w in zip(row, WIDTHS)))
+        feats = FEATURES[m](data.x, data.preprocess.sfreq)
+        inputs.setdefault(m, []).append((site.name, data.y, data.split, {"features": feats, "spectrum": spec}))
+    print("\nfitted on the other sites of the modality, scored on this site's test subjects:")
+    print(f"{'site':16s} {'features':>9s} {'spectrum':>9s}")
+    for sites in inputs.values():
+        for i, (name, y, split, own) in enumerate(sites):
+            others = [s for j, s in enumerate(sites) if j != i]
+            row = [other_sites_readout([(s[3][k], s[1], s[2]) for s in others], own[k], y, split) for k in ("features", "spectrum")]
+            print(f"{name:16s} " + " ".join(f"{v:9.3f}" for v in row))
+
+
+def other_sites_readout(train: list[tuple[np.ndarray, np.ndarray, np.ndarray]], features: np.ndarray, y: np.ndarray,
+                        split: np.ndarray) -> float:
+    """Balanced accuracy on this site's test subjects of a read-out fitted on `train` (features, labels, split) sets."""
+    if not train:
+        return float("nan")
+    x_fit = np.concatenate([f[s != "test"] for f, _, s in train])
+    y_fit = np.concatenate([lab[s != "test"] for _, lab, s in train])
+    keep = (split == "test") & np.isin(y, np.unique(y_fit))
+    if not keep.any():
+        return float("nan")
+    model = linear_readout_model().fit(x_fit, y_fit)
+    return float(balanced_accuracy_score(y[keep], model.predict(features[keep])))
 
 
 if __name__ == "__main__":

@@ -42,12 +42,17 @@ def scored_windows(y: np.ndarray, split: np.ndarray) -> np.ndarray:
     return ~fit & np.isin(y, np.unique(y[fit]))
 
 
+def linear_readout_model():
+    """The read-out every linear probe in this project uses: standardised inputs, class-balanced logistic regression."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+
+
 def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
     """The per-site protocol: a logistic regression fitted on train+val subjects, balanced accuracy on test subjects."""
     fit, keep = split != "test", scored_windows(y, split)
     if not keep.any():
         return float("nan")
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    model = linear_readout_model()
     model.fit(features[fit], y[fit])
     return float(balanced_accuracy_score(y[keep], model.predict(features[keep])))
 

@@ -22,9 +22,12 @@ def test_public_checkpoints_are_made_once_and_sites_start_from_them(tmp_path, mo
         path = template.format(modality=m)
         ckpt = torch.load(path, weights_only=True)
         assert ckpt["meta"]["epoch_losses"] and ckpt["config"]["modality"] == m
-    ecg = torch.load(template.format(modality="ecg"), weights_only=True)  # the rhythm token's scaling, fitted on the corpus
-    assert ecg["meta"]["token_scaling"] == {"rhythm_scaling": 6}
-    assert not torch.equal(ecg["state_dict"]["rhythm_scaling.shift"], torch.zeros(6))
+    ecg = torch.load(template.format(modality="ecg"), weights_only=True)  # both tokens' scaling, fitted on the corpus
+    bins = settings.model_for("ecg").global_bins
+    assert bins > 0 and ecg["meta"]["token_scaling"] == {"global_scaling": bins, "rhythm_scaling": 6}
+    for name, dim in ecg["meta"]["token_scaling"].items():
+        assert not torch.equal(ecg["state_dict"][f"{name}.shift"], torch.zeros(dim))
+        assert not torch.equal(ecg["state_dict"][f"{name}.scale"], torch.ones(dim))
     # cached: a second call neither regenerates nor retrains
     monkeypatch.setattr(sp, "pretrain_corpus", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pretrained again")))
     assert ensure_pretrained(cfg.synthetic, tmp_path / "data", tmp_path / "cache", settings, pcfg) == template
