@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score
 from hydra import compose, initialize_config_dir
+from sklearn.metrics import balanced_accuracy_score
 
 from fedxalign.configs import CONFIG_DIR
 from fedxalign.shared.data.site import federation_sites, load_federation_site

@@ -161,8 +161,9 @@ def load_pretrained(model: CrissCrossEncoder, path: str | Path) -> None:
         saved = EncoderConfig.from_mapping(payload["config"])
         if dataclasses.replace(saved, modality=model.config.modality, pretrained=model.config.pretrained) != model.config:
             raise ConfigError(f"{path}: pretrained with model settings {saved}, this run uses {model.config}")
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=payload["format"] == CHECKPOINT_FORMAT)
-        if unexpected or any(not k.endswith(SCALING_BUFFERS) for k in missing):
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        allowed = SCALING_BUFFERS if payload["format"] in EARLIER_FORMATS else ()  # v1 predates the scaling
+        if unexpected or any(not k.endswith(allowed) for k in missing):
             raise ConfigError(f"{path}: {payload['format']} checkpoint does not fit this encoder (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
     elif isinstance(payload, Mapping):

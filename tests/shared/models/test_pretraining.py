@@ -114,6 +114,11 @@ def test_the_token_scaling_travels_in_the_checkpoint_and_an_earlier_checkpoint_l
     load_pretrained(old, tmp_path / "v1.pt")
     assert torch.equal(old.head.weight, model.head.weight)
     assert torch.equal(old.global_scaling.shift, torch.zeros(10)) and torch.equal(old.global_scaling.scale, torch.ones(10))
+    v2 = torch.load(tmp_path / "ecg.pt", weights_only=True)
+    v2["state_dict"].pop("global_scaling.shift")  # a v2 checkpoint must hold its scaling
+    torch.save(v2, tmp_path / "v2.pt")
+    with pytest.raises(ConfigError, match="does not fit"):
+        load_pretrained(build_encoder(TOKENS_CFG, seed=1), tmp_path / "v2.pt")
     v1["state_dict"].pop("head.weight")  # anything else missing is still refused
     torch.save(v1, tmp_path / "v1.pt")
     with pytest.raises(ConfigError, match="does not fit"):
