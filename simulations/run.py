@@ -113,9 +113,7 @@ def simulate(cfg: DictConfig) -> dict:
         settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, pretrained=template))
     elif cfg.pretraining.source != "none":
         raise SystemExit(f"pretraining.source={cfg.pretraining.source!r}: use public or none")
-    elif not settings.model.pretrained and any(
-            settings.model_for(m).global_bins or (settings.model_for(m).rhythm_token and settings.model_for(m).derived_channels)
-            for m in settings.data.preprocess):
+    elif not settings.model.pretrained and any(settings.model_for(m).has_window_tokens for m in settings.data.preprocess):
         log.warning("pretraining.source=none and no model.pretrained: the whole-window tokens read their input unscaled (their "
                     "scaling comes with a public checkpoint); measured with the spectrum token unscaled, the anchors fell on two seeds of three")
     mark_paired_folders(root)

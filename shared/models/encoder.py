@@ -76,6 +76,16 @@ class EncoderConfig:
     def conv_filters(self) -> int:
         return self.d_model // self.conv_positions
 
+    @property
+    def has_rhythm_token(self) -> bool:
+        """The heart-rhythm token needs beat channels in the input as well as `rhythm_token`."""
+        return self.rhythm_token and self.derived_channels > 0
+
+    @property
+    def has_window_tokens(self) -> bool:
+        """Whether the encoder reads any whole-window token (spectrum or heart rhythm), whose input scaling a checkpoint carries."""
+        return self.global_bins > 0 or self.has_rhythm_token
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> EncoderConfig:
         return build(cls, values, "model")
@@ -277,7 +287,7 @@ class CrissCrossEncoder(nn.Module):
         self.pool_norm = nn.LayerNorm(cfg.d_model)
         self.global_embed = nn.Linear(cfg.global_bins, cfg.d_model) if cfg.global_bins > 0 else None
         self.global_scaling = TokenScaling(cfg.global_bins) if cfg.global_bins > 0 else None
-        self.rhythm_embed = nn.Linear(len(RHYTHM_STATS), cfg.d_model) if cfg.rhythm_token and cfg.derived_channels else None
+        self.rhythm_embed = nn.Linear(len(RHYTHM_STATS), cfg.d_model) if cfg.has_rhythm_token else None
         self.rhythm_scaling = TokenScaling(len(RHYTHM_STATS)) if self.rhythm_embed is not None else None
         self.head = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.specific_head = nn.Linear(cfg.d_model, cfg.specific_dim) if cfg.specific_dim > 0 else None
