@@ -5,7 +5,7 @@ import pytest
 
 from fedxalign.shared.errors import ConfigError
 from fedxalign.shared.privacy.config import PrivacyConfig
-from fedxalign.shared.privacy.ledger import BudgetExceeded, LedgerIntegrityError, PrivacyLedger, calibrate_noise
+from fedxalign.shared.privacy.ledger import INTEGER_ORDERS, BudgetExceeded, LedgerIntegrityError, PrivacyLedger, calibrate_noise
 
 
 def test_golden_rdp_epsilon(tmp_path):
@@ -52,6 +52,7 @@ def test_calibration_fits_the_planned_run(tmp_path):
     sigma = calibrate_noise(ledger, 0.1, 20, rounds=5, release_sigma=5.0)
     eps = ledger.epsilon([(sigma, 0.1, 100), (5.0, 1.0, 5)])
     assert 2.8 < eps <= 3.0
+    assert ledger.epsilon([(sigma / 1.006, 0.1, 100), (5.0, 1.0, 5)]) > 3.0  # the smallest that fits, on all orders
     with pytest.raises(ConfigError, match="cannot cover"):
         calibrate_noise(ledger, 0.1, 20, rounds=5, release_sigma=0.05)
 
@@ -156,3 +157,14 @@ def test_delta_and_unit_are_fixed_for_a_ledgers_life(tmp_path):
         PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0, unit="subject"))
     again = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0))
     assert again.counts == {"dp_sgd_step": 50, "prototype_release": 1} and again.rounds() == {1}
+
+
+@pytest.mark.parametrize("q, steps, budget", [(0.36, 18, 8.0), (0.1, 100, 3.0), (0.02, 300, 1.0)])
+def test_the_integer_orders_first_guess_is_conservative_and_the_calibration_is_exact_on_all_orders(tmp_path, q, steps, budget):
+    """The fast first search (integer RDP orders) may only over-estimate epsilon; the answer is refined on every order."""
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=budget))
+    for sigma in (0.7, 1.0, 2.0, 5.0):
+        assert ledger.epsilon([(sigma, q, steps)], INTEGER_ORDERS) >= ledger.epsilon([(sigma, q, steps)])
+    sigma = calibrate_noise(ledger, q, steps // 6, rounds=6, release_sigma=20.0)
+    planned = lambda s: [(s, q, 6 * (steps // 6)), (20.0, 1.0, 6)]  # noqa: E731
+    assert ledger.can_afford(planned(sigma)) and not ledger.can_afford(planned(sigma / 1.006))
