@@ -40,11 +40,12 @@ def local_paired_anchors(p: PairedSiteData, settings: RunSettings) -> GlobalStat
     return GlobalState(local_anchors(p.name, n, settings.model.embed_dim), np.ones(n, bool))
 
 
-def run_local_only(sites: list[SiteData], settings: RunSettings, state_root: Path, paired: list[PairedSiteData] = ()) -> None:
+def run_local_only(sites: list[SiteData], settings: RunSettings, state_root: Path, paired: list[PairedSiteData] = (),
+                   progress: bool = True) -> None:
     """R rounds of local training per node, each against anchors seeded by its own name; a paired site trains both
     modalities in one space, with its own sample-level term."""
     total = (len(sites) + len(paired)) * settings.federation.rounds
-    with tqdm(total=total, desc="baseline local-only", unit="site-round") as bar:
+    with tqdm(total=total, desc="baseline local-only", unit="site-round", disable=not progress) as bar:
         for data in sites:
             for rnd in range(1, settings.federation.rounds + 1):
                 train_round(data, state_dir(state_root, data.site.name), settings.model_for(data.site.modality),
@@ -58,10 +59,10 @@ def run_local_only(sites: list[SiteData], settings: RunSettings, state_root: Pat
 
 
 def run_federated(sites: list[SiteData], settings: RunSettings, state_root: Path, desc: str,
-                  paired: list[PairedSiteData] = ()) -> ServerState:
+                  paired: list[PairedSiteData] = (), progress: bool = True) -> ServerState:
     state = ServerState()
     fed = settings.federation
-    with tqdm(total=(len(sites) + len(paired)) * fed.rounds, desc=desc, unit="site-round") as bar:
+    with tqdm(total=(len(sites) + len(paired)) * fed.rounds, desc=desc, unit="site-round", disable=not progress) as bar:
         for rnd in range(1, fed.rounds + 1):
             results = []
             for data in sites:
@@ -83,7 +84,7 @@ def run_federated(sites: list[SiteData], settings: RunSettings, state_root: Path
 BASELINE_STATE = "server_state.npz"
 
 
-def run_baseline(kind: str, settings: RunSettings, state_root: Path, threads: int = 1) -> None:
+def run_baseline(kind: str, settings: RunSettings, state_root: Path, threads: int = 1, progress: bool = True) -> None:
     """One baseline in its own process (`concurrent.futures`): sites loaded from the window cache, torch on `threads`.
 
     The two DP baselines repeat the whole federation's training; the sites' tensors are small, so
@@ -101,10 +102,10 @@ def run_baseline(kind: str, settings: RunSettings, state_root: Path, threads: in
     sites = [load_federation_site(f, SiteConfig.from_site_dir(f), settings.data, cache) for f in nodes if not is_paired_dir(f)]
     paired = [load_paired_site(f, settings.data, cache) for f in nodes if is_paired_dir(f)]  # one node, as in the main run
     if kind == "fedavg":
-        run_federated(sites, unaligned_fedavg_settings(settings), state_root, "baseline FedAvg (no alignment)", paired).save(
+        run_federated(sites, unaligned_fedavg_settings(settings), state_root, "baseline FedAvg (no alignment)", paired, progress).save(
             state_root / BASELINE_STATE)
     elif kind == "local":
-        run_local_only(sites, settings, state_root, paired)
+        run_local_only(sites, settings, state_root, paired, progress)
     else:
         raise ValueError(f"unknown baseline {kind!r}")
 

@@ -12,10 +12,7 @@ import csv
 import dataclasses
 import json
 import logging
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -37,9 +34,9 @@ from fedxalign.simulations.settings import run_settings
 log = logging.getLogger("fedxalign.simulations.run")
 
 
-def load_sites(root: Path, settings: RunSettings) -> list[SiteData]:
+def load_sites(root: Path, settings: RunSettings, progress: bool = True) -> list[SiteData]:
     return [load_federation_site(folder, SiteConfig.from_site_dir(folder), settings.data, settings.federation.cache_dir)
-            for folder in tqdm(federation_sites(root), desc="loading sites", unit="site")]
+            for folder in tqdm(federation_sites(root), desc="loading sites", unit="site", disable=not progress)]
 
 
 def prepare_federation(cfg: DictConfig, root: Path) -> None:
@@ -68,19 +65,6 @@ def mark_paired_folders(root: Path) -> None:
             PairedSiteConfig(name, root / halves["eeg"], root / halves["ecg"]).write(root / name)
 
 
-def run_dp_baselines(kinds: list[str], settings: RunSettings, root: Path, cpus_per_job: float) -> None:
-    """The DP baselines side by side, one process each (as many at once as there are cores for them)."""
-    from fedxalign.simulations.inprocess import run_baseline
-
-    if not kinds:
-        return
-    workers = max(1, min(len(kinds), int((os.cpu_count() or 1) // max(cpus_per_job, 1))))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(run_baseline, kind, settings, root / kind, max(1, int(cpus_per_job))) for kind in kinds]
-        for job in jobs:
-            job.result()  # a failed baseline fails the run, with its own traceback
-
-
 def _fusion(paired: list[PairedSiteData], sites: list[SiteData], settings: RunSettings, out: Path, state):
     if not paired or not settings.fusion.enabled:
         return None
@@ -96,9 +80,10 @@ def simulate(cfg: DictConfig) -> dict:
     from fedxalign.server.strategy import ServerState, write_csv
     from fedxalign.simulations import report
     from fedxalign.simulations.baseline import feature_baseline
-    from fedxalign.simulations.centralised import ReferenceConfig, train_centralised
+    from fedxalign.simulations.centralised import ReferenceConfig
     from fedxalign.simulations.evaluate import evaluate, feature_row, from_centralised, from_states
     from fedxalign.simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
+    from fedxalign.simulations.references import BackgroundReferences
 
     t0 = time.time()
     settings = run_settings(cfg)
@@ -132,26 +117,32 @@ def simulate(cfg: DictConfig) -> dict:
     for p in paired:
         print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "
               f"({len(p.eeg.y)} EEG, {len(p.ecg.y)} ECG windows); the pair is its privacy unit", flush=True)
-    t_fed = time.time()
-    run_federation_simulation(settings, len(nodes), cfg.num_cpus_per_client, out / "flower")
-    fed_wall = time.time() - t_fed
-    state = ServerState.load(out / "checkpoint.npz")
+    background = BackgroundReferences([b for b in ("fedavg", "local", "central") if b in cfg.baselines], settings,
+                                      out / "baselines", ReferenceConfig.from_mapping(cfg.reference))
+    if background.kinds:
+        print(f"references ({', '.join(background.LABELS[k] for k in background.kinds)}) train beside the federation, "
+              "on the cores its rounds leave idle", flush=True)
     names = {p.name for p in paired}
-    embs = {"fedxalign": from_states(sites, settings, out / "state", state, paired=names)}
-    run_dp_baselines([b for b in ("fedavg", "local") if b in cfg.baselines], settings, out / "baselines", cfg.num_cpus_per_client)
+    with background:
+        t_fed = time.time()
+        run_federation_simulation(settings, len(nodes), cfg.num_cpus_per_client, out / "flower")
+        fed_wall = time.time() - t_fed
+        state = ServerState.load(out / "checkpoint.npz")
+        embs = {"fedxalign": from_states(sites, settings, out / "state", state, paired=names)}
+        fusion = _fusion(paired, sites, settings, out, state)
+        features = [feature_baseline(d) for d in sites] if "features" in cfg.baselines else None
+        reference = background.wait()
     if "fedavg" in cfg.baselines:
         fa = unaligned_fedavg_settings(settings)
         embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE),
                                      paired=names)
     if "local" in cfg.baselines:
         embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site", paired=names)
-    reference = None
-    if "central" in cfg.baselines:
-        reference = train_centralised(sites, settings, ReferenceConfig.from_mapping(cfg.reference), seed=settings.train.seed)
+    if reference is not None:
         embs["central"] = from_centralised(sites, reference.encoders, reference.anchors)
     methods = {name: evaluate(e, n_classes) for name, e in embs.items()}
-    if "features" in cfg.baselines:
-        methods["features"] = feature_row([feature_baseline(d) for d in sites])
+    if features is not None:
+        methods["features"] = feature_row(features)
     rounds = json.loads((out / "rounds.json").read_text())
     with (out / "sites.csv").open() as fh:
         site_rows = [{k: (float(v) if k not in ("site", "modality") else v) for k, v in r.items()} for r in csv.DictReader(fh)]
@@ -163,7 +154,6 @@ def simulate(cfg: DictConfig) -> dict:
         report.plot_embeddings(embs["fedxalign"], settings.data.vocabulary, out / "embeddings_fedxalign.png", "FedXAlign: EEG and ECG test embeddings")
         if "fedavg" in embs:
             report.plot_embeddings(embs["fedavg"], settings.data.vocabulary, out / "embeddings_fedavg.png", "FedAvg without alignment")
-    fusion = _fusion(paired, sites, settings, out, state)
     budget_ok = all(r["epsilon"] <= r["epsilon_budget"] + 1e-9 for r in site_rows)
     summary = {
         "methods": methods, "rounds": rounds, "federated_wall_s": fed_wall, "total_wall_s": time.time() - t0,
