@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -253,7 +254,11 @@ INTEGER_ORDERS = tuple(a for a in RDPAccountant.DEFAULT_ALPHAS if float(a).is_in
 
 def _below_the_integer_orders_answer(fits, lo: float, hi: float) -> tuple[float, float]:
     """A bracket (lo, hi) of the exact answer, hi fitting: from the integer orders' answer down, in widening steps."""
-    upper = _smallest_fitting(lambda s: fits(s, INTEGER_ORDERS), lo, hi)  # fits on all orders too: their epsilon is lower
+    with warnings.catch_warnings():
+        # far below the answer the best integer order is the smallest one; Opacus warns, rightly for a reported
+        # bound, needlessly for this first guess
+        warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
+        upper = _smallest_fitting(lambda s: fits(s, INTEGER_ORDERS), lo, hi)  # fits on all orders too: their epsilon is lower
     step = 1.02
     while upper / step > lo and fits(upper / step):
         upper, step = upper / step, step * step
