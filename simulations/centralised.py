@@ -32,11 +32,13 @@ class ReferenceConfig:
     """Early stopping of the centralised reference on the validation subjects."""
 
     max_epochs: int = 150
-    patience: int = 20
-    lr: float = 3e-3  # AdamW: no DP noise here for its per-coordinate scaling to amplify; halved on each plateau
+    patience: int = 12
+    lr: float = 3e-3  # AdamW: no DP noise here for its per-coordinate scaling to amplify
     weight_decay: float = 1e-4
-    lr_factor: float = 0.5  # the learning rate is multiplied by this when validation has not improved for lr_patience epochs
-    lr_patience: int = 4  # (1.0 keeps it constant: a constant rate leaves the score jumping between epochs, and the best of them is luck)
+    # the learning rate is multiplied by lr_factor when validation has not improved for lr_patience epochs; 1.0 keeps it
+    # constant, and the score then jumps between epochs so that early stopping keeps a lucky one
+    lr_factor: float = 0.5
+    lr_patience: int = 4
 
     @classmethod
     def from_mapping(cls, values) -> ReferenceConfig:
@@ -50,6 +52,7 @@ class CentralisedReference:
     best_epoch: int
     epochs_run: int
     val_balanced_accuracy: float
+    final_lr: float  # below ReferenceConfig.lr by one lr_factor per validation plateau
 
 
 def validation_windows(sites: list[SiteData]) -> list[tuple[str, torch.Tensor, np.ndarray]]:
@@ -124,4 +127,5 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     for m, e in encoders.items():
         e.load_state_dict(states[m])
         e.to("cpu").eval()
-    return CentralisedReference(encoders, torch.nn.functional.normalize(best_anchors, dim=-1).numpy(), best[1], epoch, float(best[0]))
+    return CentralisedReference(encoders, torch.nn.functional.normalize(best_anchors, dim=-1).numpy(), best[1], epoch, float(best[0]),
+                                float(opt.param_groups[0]["lr"]))

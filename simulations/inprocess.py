@@ -85,7 +85,7 @@ BASELINE_STATE = "server_state.npz"
 
 
 def run_baseline(kind: str, settings: RunSettings, state_root: Path, threads: int = 1, progress: bool = True) -> None:
-    """One baseline in its own process (`concurrent.futures`): sites loaded from the window cache, torch on `threads`.
+    """One baseline in its own process (`simulations.references`): sites loaded from the window cache, torch on `threads`.
 
     The two DP baselines repeat the whole federation's training; the sites' tensors are small, so
     one process per core does far more than two threads on one process.

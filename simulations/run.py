@@ -1,9 +1,10 @@
 """The main job: simulate the whole federation on this machine with Flower's simulation engine.
 
 `python -m fedxalign.simulations.run [hydra overrides]` (README's `make run`). Generates the configured
-synthetic federation when it is missing, runs FedXAlign in Flower's simulation engine, then the
-baselines in-process (local-only, per-modality FedAvg without alignment, centralised pooled
-non-private), and writes a results folder with metrics, the config used and plots.
+synthetic federation when it is missing, runs FedXAlign in Flower's simulation engine with the
+references trained beside it in worker processes (`simulations.references`: local-only,
+per-modality FedAvg without alignment, centralised pooled non-private), and writes a results
+folder with metrics, the config used and plots.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def simulate(cfg: DictConfig) -> dict:
                                 for k, m in methods.items() if k != "features"} if "central" in methods else {},
         "fusion": {"rows": fusion.rows, "targets": fusion.targets(), "test_pairs": fusion.n_pairs} if fusion else None,
         "reference": {"best_epoch": reference.best_epoch, "epochs_run": reference.epochs_run,
-                      "val_balanced_accuracy": reference.val_balanced_accuracy} if reference else None,
+                      "val_balanced_accuracy": reference.val_balanced_accuracy, "final_lr": reference.final_lr} if reference else None,
     }
     report.write_summary(out, summary)
     print()
@@ -172,7 +173,8 @@ def simulate(cfg: DictConfig) -> dict:
     print(report.methods_table(methods))
     if reference:
         print(f"centralised reference: best validation epoch {reference.best_epoch} of {reference.epochs_run} run "
-              f"(early stopping, patience {cfg.reference.patience}); FedXAlign transfer = "
+              f"(early stopping, patience {cfg.reference.patience}; learning rate {cfg.reference.lr:g} -> {reference.final_lr:.2g}); "
+              "FedXAlign transfer = "
               f"{summary['transfer_vs_central']['fedxalign']:.2f} of it")
     if fusion:
         from fedxalign.simulations.fusion_eval import format_table

@@ -24,3 +24,12 @@ def test_training_stops_patience_epochs_after_the_best_and_keeps_the_best_epochs
     assert ref.epochs_run == ref.best_epoch + 3 or ref.epochs_run == 40
     assert ref.best_epoch < ref.epochs_run  # it ran past its best epoch, and kept that epoch rather than the last
     assert _val_score(ref.encoders, torch.from_numpy(ref.anchors), validation_windows(sites)) == pytest.approx(ref.val_balanced_accuracy)
+
+
+def test_the_learning_rate_falls_on_each_validation_plateau_and_stays_put_at_factor_one(setting):
+    settings, sites = setting
+    halved = train_centralised(sites, settings, ReferenceConfig(max_epochs=40, patience=6, lr=0.004, lr_factor=0.5, lr_patience=1), seed=0)
+    assert halved.epochs_run < 40  # stopped by patience: six epochs without improvement hold at least two plateaus of two
+    assert halved.final_lr <= 0.004 * 0.5 ** 2 + 1e-12
+    constant = train_centralised(sites, settings, ReferenceConfig(max_epochs=10, patience=3, lr=0.004, lr_factor=1.0), seed=0)
+    assert constant.final_lr == pytest.approx(0.004)
