@@ -2,9 +2,9 @@
 
 They need nothing from the federation's run, so they start with it, one worker process each at a
 lower CPU priority (nice 10): Flower's rounds leave cores idle (its start-up, each round's wait for
-the slowest site, the server's aggregation) and the references fill them, while the federation
-keeps the cores whenever it wants them. Run after the federation instead, they added their whole
-time to `make run`'s.
+the slowest site, the server's aggregation) and the references fill them; when the federation
+competes for a core, the scheduler gives them about a tenth of its share. Run after the federation
+instead, they added their whole time to `make run`'s (343-400 s in all, against 227-232 s).
 """
 
 from __future__ import annotations
