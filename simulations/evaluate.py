@@ -18,8 +18,6 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from fedxalign.client.node import state_dir
 from fedxalign.client.site_round import load_encoder, load_paired_encoder, local_anchors
@@ -30,6 +28,7 @@ from fedxalign.shared.data.paired import paired_node_of
 from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.models.encoder import CrissCrossEncoder
 from fedxalign.shared.runconfig import RunSettings
+from fedxalign.simulations.baseline import linear_readout_model
 
 
 @dataclass
@@ -102,7 +101,7 @@ def linear_probe(e: SiteEmbeddings) -> float:
     keep = np.isin(e.y, present)
     if len(present) < 2 or not keep.any():
         return float("nan")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")).fit(e.z_fit, e.y_fit)
+    clf = linear_readout_model().fit(e.z_fit, e.y_fit)
     return balanced_accuracy(e.y[keep], clf.predict(e.z[keep]))
 
 

@@ -110,7 +110,8 @@ def simulate(cfg: DictConfig) -> dict:
         settings.train_for_paired()  # refuse per-modality training overrides before any round, not at the paired site
     settings = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, expected_sites=len(nodes)))
     n_classes = len(settings.data.vocabulary)
-    singles = [d for d in sites if not paired_node_of(d.site.name, {p.name for p in paired})]
+    names = {p.name for p in paired}
+    singles = [d for d in sites if not paired_node_of(d.site.name, names)]
     kinds = f"{sum(d.site.modality == 'eeg' for d in singles)} EEG, {sum(d.site.modality == 'ecg' for d in singles)} ECG"
     kinds += f", {len(paired)} paired EEG+ECG (one node each)" if paired else ""
     print(f"FedXAlign: {len(nodes)} sites ({kinds}), {settings.federation.rounds} rounds, "
@@ -123,7 +124,6 @@ def simulate(cfg: DictConfig) -> dict:
     if background.kinds:
         print(f"references ({', '.join(background.LABELS[k] for k in background.kinds)}) train beside the federation, "
               "on the cores its rounds leave idle", flush=True)
-    names = {p.name for p in paired}
     with background:
         t_fed = time.time()
         run_federation_simulation(settings, len(nodes), cfg.num_cpus_per_client, out / "flower")

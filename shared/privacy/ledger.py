@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[float, float, int]  # (noise multiplier, sample rate, steps), Opacus accountant history format
 ACCOUNTANT_CLASSES = {"rdp": RDPAccountant, "prv": PRVAccountant}
+ALL_ORDERS = tuple(RDPAccountant.DEFAULT_ALPHAS)  # what the ledger's epsilon is minimised over
+INTEGER_ORDERS = tuple(a for a in ALL_ORDERS if float(a).is_integer())  # calibration's fast, conservative first guess
 
 
 class BudgetExceeded(FedXAlignError):
@@ -170,7 +172,7 @@ class PrivacyLedger:
         if self.cfg.accountant == "rdp":
             # RDP composes additively and is linear in the step count, so one cached vector per
             # (sigma, q) gives exactly Opacus' RDPAccountant.get_epsilon at a fraction of the cost.
-            orders = tuple(RDPAccountant.DEFAULT_ALPHAS) if orders is None else orders
+            orders = ALL_ORDERS if orders is None else orders
             total = sum(steps * self._rdp_one_step(sigma, q, orders) for sigma, q, steps in history)
             eps, _ = rdp_analysis.get_privacy_spent(orders=list(orders), rdp=total, delta=self.cfg.delta)
             return float(eps)
@@ -249,7 +251,6 @@ def calibrate_noise(ledger: PrivacyLedger, sample_rate: float, steps_per_round: 
     return _smallest_fitting(fits, lo, hi)
 
 
-INTEGER_ORDERS = tuple(a for a in RDPAccountant.DEFAULT_ALPHAS if float(a).is_integer())
 
 
 def _below_the_integer_orders_answer(fits, lo: float, hi: float) -> tuple[float, float]:
