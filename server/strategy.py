@@ -119,6 +119,16 @@ def polar_factor(m: np.ndarray) -> np.ndarray:
     return (u @ vt).astype(np.float32)
 
 
+def damped(fitted: np.ndarray, previous: np.ndarray, keep: float) -> np.ndarray:
+    """`keep` of the previous value and the rest of this round's fit.
+
+    Each round's fit chases the noise of that round's released prototypes; a head compounded
+    from undamped fits walks at random and the sites' encoders chase it. Post-processing of
+    released values, so it costs no privacy.
+    """
+    return ((1.0 - keep) * np.asarray(fitted, np.float64) + keep * np.asarray(previous, np.float64)).astype(np.float32)
+
+
 def condition_number(m: np.ndarray) -> float:
     s = np.linalg.svd(np.asarray(m, np.float64), compute_uv=False)
     return float(s[0] / max(s[-1], 1e-300))
@@ -182,8 +192,11 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         result: AlignResult = align_prototypes(protos, align, seed=new.round, previous=previous)
         union = np.any([p.present for p in protos.values()], axis=0)
         for m in protos:
-            new.heads[m] = polar_factor(result.maps[m] @ new.heads.get(m, np.eye(dim, dtype=np.float32)))
-            new.anchors[m] = result.anchors
+            step = damped(result.maps[m], np.eye(dim, dtype=np.float32), align.keep if m in state.heads else 0.0)
+            new.heads[m] = polar_factor(step @ new.heads.get(m, np.eye(dim, dtype=np.float32)))
+            old = state.anchors.get(m)
+            new.anchors[m] = result.anchors if old is None or old.shape != result.anchors.shape else \
+                _unit(damped(result.anchors, old, align.keep)).astype(np.float32)
             new.present[m] = union
         before, after = result.score_before, result.score_after
     else:

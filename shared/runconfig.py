@@ -39,6 +39,11 @@ class AlignConfig:
     orth_weight: float = 1.0
     anchor_weight: float = 0.5
     tol: float = 1e-4  # stop the fit early once its loss improves by less than this (relative) over 20 steps
+    keep: float = 0.5  # from round 2: the share of last round's anchors and head kept (the step damped against release noise)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.keep < 1.0:  # 1 would freeze the first round's anchors and heads for good
+            raise ConfigError(f"alignment {self.keep=} must lie in [0, 1)")
 
 
 @dataclass(frozen=True)

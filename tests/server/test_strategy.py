@@ -154,3 +154,41 @@ def test_a_paired_site_counts_in_each_modality_and_its_fusion_head_among_paired_
     assert np.allclose(globs["eeg"].anchors, state.anchors["eeg"]) and globs["ecg"].head.shape == (4, 4)
     assert not any(k.startswith("fusion.") for k in state.broadcast_for("paired", share_weights=False))
     assert "fusion.out" not in state.broadcast_for("eeg", share_weights=True)  # single sites never get it
+
+
+def noisy_rounds(keep: float, rounds: int = 10, noise: float = 0.3):
+    """The same true prototypes released each round with fresh noise; the ECG side is a rotation of the EEG side."""
+    rng = np.random.default_rng(7)
+    true = rng.standard_normal((3, 4))
+    rot, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    s = RunSettings(FederationConfig(share_weights=False), AlignConfig(steps=100, keep=keep), settings().data, EncoderConfig(embed_dim=4),
+                    TrainConfig(), PrivacyConfig())
+    state, anchors = ServerState(), []
+    for _ in range(rounds):
+        eeg = SiteResult("e1", "eeg", {"prototypes": (true + noise * rng.standard_normal((3, 4))).astype(np.float32),
+                                       "counts": np.full(3, 20.0, np.float32)}, {"epsilon": 1.0})
+        ecg_true = true @ rot.T @ state.heads.get("ecg", np.eye(4)).T  # what the site sends: its embeddings after the head
+        ecg = SiteResult("c1", "ecg", {"prototypes": (ecg_true + noise * rng.standard_normal((3, 4))).astype(np.float32),
+                                       "counts": np.full(3, 20.0, np.float32)}, {"epsilon": 1.0})
+        state, _ = aggregate_round(state, [eeg, ecg], s)
+        anchors.append(state.anchors["eeg"])
+    return state, np.array(anchors), true
+
+
+def test_the_first_round_takes_the_whole_fit_whatever_is_kept():
+    first = [aggregate_round(ServerState(), [result("e1", "eeg", 0), result("c1", "ecg", 2)],
+                             RunSettings(FederationConfig(share_weights=False), AlignConfig(steps=100, keep=keep), settings().data,
+                                         EncoderConfig(embed_dim=4), TrainConfig(), PrivacyConfig()))[0] for keep in (0.0, 0.9)]
+    assert np.allclose(first[0].anchors["eeg"], first[1].anchors["eeg"]) and np.allclose(first[0].heads["ecg"], first[1].heads["ecg"])
+
+
+def test_keeping_part_of_the_last_round_steadies_the_anchors_and_head_under_release_noise():
+    plain_state, plain, true = noisy_rounds(keep=0.0)
+    kept_state, kept, _ = noisy_rounds(keep=0.6)
+    step = lambda a: np.linalg.norm(np.diff(a[1:], axis=0), axis=(1, 2)).mean()  # noqa: E731
+    assert step(kept) < 0.7 * step(plain)
+    unit = true / np.linalg.norm(true, axis=1, keepdims=True)
+    error = lambda a: np.linalg.norm(a[-4:] - unit, axis=2).mean()  # noqa: E731  last rounds' distance from the noiseless anchors
+    assert error(kept) < error(plain)
+    head = kept_state.heads["ecg"]
+    assert np.allclose(head @ head.T, np.eye(4), atol=1e-5)  # still a rotation

@@ -101,3 +101,11 @@ def test_per_modality_training_overrides_are_refused_for_a_paired_site_not_ignor
     with pytest.raises(ConfigError, match="cannot apply at a paired site"):
         s.train_for_paired()
     assert settings().train_for_paired() == settings().train
+
+
+@pytest.mark.parametrize("keep", [-0.1, 1.0, float("nan")])
+def test_an_alignment_step_that_keeps_everything_or_less_than_nothing_is_refused(keep):
+    from fedxalign.shared.runconfig import AlignConfig
+
+    with pytest.raises(ConfigError, match="keep"):
+        AlignConfig(keep=keep)
