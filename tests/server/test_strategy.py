@@ -9,8 +9,9 @@ from fedxalign.shared.privacy.config import PrivacyConfig
 from fedxalign.shared.train_config import TrainConfig
 
 
-def settings(**fed):
-    return RunSettings(FederationConfig(**({"share_weights": False} | fed)), AlignConfig(steps=100), DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
+def settings(keep: float = AlignConfig.keep, **fed):
+    return RunSettings(FederationConfig(**({"share_weights": False} | fed)), AlignConfig(steps=100, keep=keep),
+                       DataConfig(("a", "b", "c"), {"eeg": PreprocessConfig(), "ecg": PreprocessConfig()}),
                        EncoderConfig(embed_dim=4), TrainConfig(), PrivacyConfig())
 
 
@@ -161,8 +162,7 @@ def noisy_rounds(keep: float, rounds: int = 10, noise: float = 0.3):
     rng = np.random.default_rng(7)
     true = rng.standard_normal((3, 4))
     rot, _ = np.linalg.qr(rng.standard_normal((4, 4)))
-    s = RunSettings(FederationConfig(share_weights=False), AlignConfig(steps=100, keep=keep), settings().data, EncoderConfig(embed_dim=4),
-                    TrainConfig(), PrivacyConfig())
+    s = settings(keep=keep)
     state, anchors = ServerState(), []
     for _ in range(rounds):
         eeg = SiteResult("e1", "eeg", {"prototypes": (true + noise * rng.standard_normal((3, 4))).astype(np.float32),
@@ -176,9 +176,8 @@ def noisy_rounds(keep: float, rounds: int = 10, noise: float = 0.3):
 
 
 def test_the_first_round_takes_the_whole_fit_whatever_is_kept():
-    first = [aggregate_round(ServerState(), [result("e1", "eeg", 0), result("c1", "ecg", 2)],
-                             RunSettings(FederationConfig(share_weights=False), AlignConfig(steps=100, keep=keep), settings().data,
-                                         EncoderConfig(embed_dim=4), TrainConfig(), PrivacyConfig()))[0] for keep in (0.0, 0.9)]
+    first = [aggregate_round(ServerState(), [result("e1", "eeg", 0), result("c1", "ecg", 2)], settings(keep=keep))[0]
+             for keep in (0.0, 0.9)]
     assert np.allclose(first[0].anchors["eeg"], first[1].anchors["eeg"]) and np.allclose(first[0].heads["ecg"], first[1].heads["ecg"])
 
 

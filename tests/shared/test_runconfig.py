@@ -1,7 +1,7 @@
 import pytest
 
 from fedxalign.shared.errors import ConfigError
-from fedxalign.shared.runconfig import RunSettings
+from fedxalign.shared.runconfig import AlignConfig, RunSettings
 from fedxalign.simulations.settings import run_settings
 from tests.conftest import compose_config
 
@@ -105,7 +105,5 @@ def test_per_modality_training_overrides_are_refused_for_a_paired_site_not_ignor
 
 @pytest.mark.parametrize("keep", [-0.1, 1.0, float("nan")])
 def test_an_alignment_step_that_keeps_everything_or_less_than_nothing_is_refused(keep):
-    from fedxalign.shared.runconfig import AlignConfig
-
     with pytest.raises(ConfigError, match="keep"):
         AlignConfig(keep=keep)
