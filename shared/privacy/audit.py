@@ -17,11 +17,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 from scipy.stats import beta
 
 from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy.ledger import ALL_ORDERS
 from fedxalign.shared.privacy.release import effective_release_sigma, release_prototypes
 
 
@@ -47,9 +47,8 @@ class AuditResult:
 
 def claimed_epsilon(noise_multiplier: float, delta: float) -> float:
     """What the ledger claims for one release: RDP of the Gaussian mechanism with sigma / sqrt(2), q = 1."""
-    rdp = rdp_analysis.compute_rdp(q=1.0, noise_multiplier=effective_release_sigma(noise_multiplier), steps=1,
-                                   orders=RDPAccountant.DEFAULT_ALPHAS)
-    return float(rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)[0])
+    rdp = rdp_analysis.compute_rdp(q=1.0, noise_multiplier=effective_release_sigma(noise_multiplier), steps=1, orders=list(ALL_ORDERS))
+    return float(rdp_analysis.get_privacy_spent(orders=list(ALL_ORDERS), rdp=rdp, delta=delta)[0])
 
 
 def _cp_upper(k: int, n: int, alpha: float) -> float:

@@ -168,3 +168,27 @@ def test_the_integer_orders_first_guess_is_conservative_and_the_calibration_is_e
     sigma = calibrate_noise(ledger, q, steps // 6, rounds=6, release_sigma=20.0)
     planned = lambda s: [(s, q, 6 * (steps // 6)), (20.0, 1.0, 6)]  # noqa: E731
     assert ledger.can_afford(planned(sigma)) and not ledger.can_afford(planned(sigma / 1.006))
+
+
+def test_a_high_noise_release_is_accounted_at_its_best_order_tighter_than_opacus_defaults_and_without_its_warning(tmp_path):
+    import warnings
+
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    sigma = 24 / math.sqrt(2)  # one release at epsilon 1's release noise: its best order is about 80, past Opacus' 63
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=1.0))
+    ledger.spend("prototype_release", sigma, 1.0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Opacus' "Optimal order is the largest alpha" would fail the test
+        eps = ledger.epsilon()
+    acc = RDPAccountant()
+    acc.history = [(sigma, 1.0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opacus_default = acc.get_epsilon(1e-5)
+    dense = [1 + k / 100 for k in range(1, 100)] + list(range(2, 2001))  # no order set can do better than these
+    floor = rdp_analysis.get_privacy_spent(orders=dense, rdp=rdp_analysis.compute_rdp(q=1.0, noise_multiplier=sigma, steps=1, orders=dense),
+                                           delta=1e-5)[0]
+    assert floor - 1e-9 <= eps < opacus_default
+    assert eps - floor < 0.01 * floor  # within 1% of the best any order gives
