@@ -191,12 +191,14 @@ def aggregate_round(state: ServerState, results: list[SiteResult], settings: Run
         previous = state.anchors.get(align.anchor_modality, next(iter(state.anchors.values()), None))
         result: AlignResult = align_prototypes(protos, align, seed=new.round, previous=previous)
         union = np.any([p.present for p in protos.values()], axis=0)
+        # one anchor set for every modality, damped against the anchor modality's previous one
+        anchors = result.anchors if previous is None or previous.shape != result.anchors.shape else \
+            _unit(damped(result.anchors, previous, align.keep)).astype(np.float32)
+        eye = np.eye(dim, dtype=np.float32)
         for m in protos:
-            step = damped(result.maps[m], np.eye(dim, dtype=np.float32), align.keep if m in state.heads else 0.0)
-            new.heads[m] = polar_factor(step @ new.heads.get(m, np.eye(dim, dtype=np.float32)))
-            old = state.anchors.get(m)
-            new.anchors[m] = result.anchors if old is None or old.shape != result.anchors.shape else \
-                _unit(damped(result.anchors, old, align.keep)).astype(np.float32)
+            step = damped(result.maps[m], eye, align.keep if m in state.heads else 0.0)
+            new.heads[m] = polar_factor(step @ new.heads.get(m, eye))
+            new.anchors[m] = anchors
             new.present[m] = union
         before, after = result.score_before, result.score_after
     else:

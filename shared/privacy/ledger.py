@@ -257,8 +257,6 @@ def calibrate_noise(ledger: PrivacyLedger, sample_rate: float, steps_per_round: 
     return _smallest_fitting(fits, lo, hi)
 
 
-
-
 def _below_the_integer_orders_answer(fits, lo: float, hi: float) -> tuple[float, float]:
     """A bracket (lo, hi) of the exact answer, hi fitting: from the integer orders' answer down, in widening steps."""
     with warnings.catch_warnings():

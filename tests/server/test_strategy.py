@@ -191,3 +191,11 @@ def test_keeping_part_of_the_last_round_steadies_the_anchors_and_head_under_rele
     assert error(kept) < error(plain)
     head = kept_state.heads["ecg"]
     assert np.allclose(head @ head.T, np.eye(4), atol=1e-5)  # still a rotation
+
+
+def test_the_damped_anchors_stay_one_set_for_every_modality_after_a_round_one_modality_missed():
+    s = settings(keep=0.5)
+    state, _ = aggregate_round(ServerState(), [result("e1", "eeg", 0), result("c1", "ecg", 2)], s)
+    state, _ = aggregate_round(state, [result("e1", "eeg", 3), result("e2", "eeg", 4)], s)  # no ECG site answered
+    state, _ = aggregate_round(state, [result("e1", "eeg", 5), result("c1", "ecg", 6)], s)
+    assert np.array_equal(state.anchors["eeg"], state.anchors["ecg"])
