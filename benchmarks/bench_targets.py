@@ -21,10 +21,52 @@ def run_dir(out: Path, seed: int, epsilon: float) -> Path:
     return out / f"seed{seed}_eps{'inf' if math.isinf(epsilon) else f'{epsilon:g}'}"
 
 
+def _windows(method: dict, modality_sites: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(truth, prediction) of a method's probe over the named sites' test windows, in site order; None from an older summary."""
+    preds = method.get("probe_predictions_site")
+    if preds is None or any(s not in preds for s in modality_sites):
+        return None
+    return (np.concatenate([np.asarray(preds[s]["y"], np.int64) for s in modality_sites]),
+            np.concatenate([np.asarray(preds[s]["pred"], np.int64) for s in modality_sites]))
+
+
+def balanced(y: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of each bootstrap row of window indices `idx` (rows x windows)."""
+    hit, truth = pred[idx] == y[idx], y[idx]
+    recalls = [np.sum(hit & (truth == c), 1) / np.maximum(np.sum(truth == c, 1), 1) for c in np.unique(y)]
+    return np.mean(recalls, axis=0)
+
+
+def margin_interval(a: tuple[np.ndarray, np.ndarray] | None, b: tuple[np.ndarray, np.ndarray] | None,
+                    draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """90% interval of balanced accuracy a - b on the same test windows: a paired bootstrap of windows within each stage.
+
+    Windows of one subject are not independent, so the interval is narrower than a resampling of
+    subjects would give (most sites test one or two subjects, too few to resample): read it as a
+    lower bound on the uncertainty."""
+    if a is None or b is None or len(a[0]) != len(b[0]) or not np.array_equal(a[0], b[0]) or not len(a[0]):
+        return float("nan"), float("nan")
+    y = a[0]
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), (draws, int(np.sum(y == c)))) for c in np.unique(y)], axis=1)
+    diff = balanced(y, a[1], idx) - balanced(y, b[1], idx)
+    return float(np.quantile(diff, 0.05)), float(np.quantile(diff, 0.95))
+
+
 def figures(summary: dict) -> dict[str, float]:
     m = summary["methods"]
     cross = lambda r: (r["eeg_to_ecg"] + r["ecg_to_eeg"]) / 2  # noqa: E731
+    nan = float("nan")
+    pooled = {f"pooled_{name}_{mod}": m[key].get(f"probe_pooled_{mod}", nan)
+              for name, key in (("central", "central"), ("features", "features"), ("fed", "fedxalign")) for mod in ("eeg", "ecg")}
+    intervals = {}
+    for mod in ("eeg", "ecg"):
+        sites = sorted(s for s, v in m["features"].get("probe_predictions_site", {}).items() if v["modality"] == mod)
+        feats = _windows(m["features"], sites)
+        intervals[f"ci_fed_{mod}"] = margin_interval(_windows(m["fedxalign"], sites), feats)
+        intervals[f"ci_central_{mod}"] = margin_interval(_windows(m["central"], sites), feats)
     return {
+        **pooled, **intervals,
         "central_eeg": m["central"]["probe_eeg"], "central_ecg": m["central"]["probe_ecg"],
         "features_eeg": m["features"]["probe_eeg"], "features_ecg": m["features"]["probe_ecg"],
         "fed_eeg": m["fedxalign"]["probe_eeg"], "fed_ecg": m["fedxalign"]["probe_ecg"],
@@ -70,6 +112,19 @@ def main() -> None:
             on, off = rows[(seed, 8.0)], rows[(seed, math.inf)]
             verdict = "met    " if off["fed_cross"] >= on["fed_cross"] - 0.02 else "NOT met"
             print(f"  {verdict} seed {seed}: DP off transfer {off['fed_cross']:.3f} not below DP on {on['fed_cross']:.3f} (0.02 slack)")
+    print()
+    print("the probe pooled over each modality's sites (every test window predicted by its own site's probe, one balanced")
+    print("accuracy: a site's rarest stage often has 1-3 test windows, so the mean of sites moves by hundredths per window),")
+    print("and the 90% paired-bootstrap interval of each margin over the features (windows resampled within stages):")
+    print(f"{'seed':>4s} {'eps':>5s} | {'mod':3s} | {'central':>7s} {'features':>8s} {'FedX':>6s} | "
+          f"{'central - features [90%]':>26s} | {'FedX - features [90%]':>23s}")
+    for (seed, eps), f in rows.items():
+        for mod in ("eeg", "ecg"):
+            c, ft, x = f[f"pooled_central_{mod}"], f[f"pooled_features_{mod}"], f[f"pooled_fed_{mod}"]
+            lo_c, hi_c = f[f"ci_central_{mod}"]
+            lo_x, hi_x = f[f"ci_fed_{mod}"]
+            print(f"{seed:4d} {eps:5g} | {mod.upper():3s} | {c:7.3f} {ft:8.3f} {x:6.3f} | "
+                  f"{c - ft:+7.3f} [{lo_c:+.3f}, {hi_c:+.3f}] | {x - ft:+6.3f} [{lo_x:+.3f}, {hi_x:+.3f}]")
     walls = [f["wall_s"] for f in rows.values()]
     print(f"wall per run: median {np.median(walls):.0f} s")
 

@@ -7,7 +7,7 @@ non-federated, non-private classifier reaches, so later figures have something t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -34,6 +34,8 @@ class BaselineResult:
     n_test: int
     balanced_accuracy: float
     chance: float
+    y_test: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # the scored test windows' truth
+    pred_test: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # and prediction, in order
 
 
 def scored_windows(y: np.ndarray, split: np.ndarray) -> np.ndarray:
@@ -47,22 +49,29 @@ def linear_readout_model():
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
 
 
-def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
-    """The per-site protocol: a logistic regression fitted on train+val subjects, balanced accuracy on test subjects."""
+def readout_predictions(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-site protocol: a logistic regression fitted on train+val subjects; (truth, prediction) of the scored test windows."""
     fit, keep = split != "test", scored_windows(y, split)
     if not keep.any():
-        return float("nan")
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     model = linear_readout_model()
     model.fit(features[fit], y[fit])
-    return float(balanced_accuracy_score(y[keep], model.predict(features[keep])))
+    return y[keep], model.predict(features[keep])
+
+
+def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
+    """Balanced accuracy of `readout_predictions` on the test subjects."""
+    truth, pred = readout_predictions(features, y, split)
+    return float(balanced_accuracy_score(truth, pred)) if len(truth) else float("nan")
 
 
 def feature_baseline(data: SiteData) -> BaselineResult:
     """Fit on the site's train+val subjects, score on its test subjects (never the same subject)."""
     feats = FEATURES[data.site.modality](data.x, data.preprocess.sfreq)
-    keep = scored_windows(data.y, data.split)
-    return BaselineResult(data.site.name, data.site.modality, int((data.split != "test").sum()), int(keep.sum()),
-                          readout(feats, data.y, data.split), 1.0 / max(len(np.unique(data.y[keep])), 1))
+    truth, pred = readout_predictions(feats, data.y, data.split)
+    score = float(balanced_accuracy_score(truth, pred)) if len(truth) else float("nan")
+    return BaselineResult(data.site.name, data.site.modality, int((data.split != "test").sum()), len(truth), score,
+                          1.0 / max(len(np.unique(truth)), 1), truth, pred)
 
 
 def run_baselines(root: Path, data_cfg: DataConfig, cache_dir: Path | None) -> list[BaselineResult]:

@@ -95,14 +95,38 @@ def within_site(e: SiteEmbeddings) -> float:
     return balanced_accuracy(e.y, scores.argmax(1))
 
 
-def linear_probe(e: SiteEmbeddings) -> float:
-    """A logistic regression on the site's train+val embeddings, scored on its test subjects (as the feature baseline)."""
+def probe_predictions(e: SiteEmbeddings) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, prediction) of the site's scored test windows, in order, by a logistic regression fitted on its
+    train+val embeddings (the feature baseline's protocol and windows: `baseline.readout_predictions`)."""
     present = np.unique(e.y_fit)
     keep = np.isin(e.y, present)
     if len(present) < 2 or not keep.any():
-        return float("nan")
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     clf = linear_readout_model().fit(e.z_fit, e.y_fit)
-    return balanced_accuracy(e.y[keep], clf.predict(e.z[keep]))
+    return e.y[keep], clf.predict(e.z[keep])
+
+
+def linear_probe(e: SiteEmbeddings) -> float:
+    """A logistic regression on the site's train+val embeddings, scored on its test subjects (as the feature baseline)."""
+    y, pred = probe_predictions(e)
+    return balanced_accuracy(y, pred) if len(y) else float("nan")
+
+
+def pooled(predictions: dict[str, tuple[np.ndarray, np.ndarray]], sites: Collection[str]) -> float:
+    """One balanced accuracy over the named sites' test windows, each window predicted by its own site's probe.
+
+    A site's own score rests on its one or two test subjects, where the rarest stage often has one
+    to three windows, so one window moves it by up to a fifth; pooled, each stage has the windows of
+    every site, and the modality's figure moves far less."""
+    parts = [predictions[s] for s in sites if s in predictions and len(predictions[s][0])]
+    if not parts:
+        return float("nan")
+    return balanced_accuracy(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def _predictions_json(predictions: dict[str, tuple[np.ndarray, np.ndarray]], modality: dict[str, str]) -> dict[str, dict]:
+    """Each site's probe predictions for summary.json, so a benchmark can pool them or bootstrap a margin later."""
+    return {s: {"modality": modality[s], "y": [int(v) for v in y], "pred": [int(v) for v in p]} for s, (y, p) in predictions.items()}
 
 
 def transfer(src: list[SiteEmbeddings], dst: list[SiteEmbeddings]) -> float:
@@ -131,7 +155,8 @@ def evaluate(embs: list[SiteEmbeddings], n_classes: int) -> dict:
     me, pe = class_means(eeg, n_classes)
     mc, pc = class_means(ecg, n_classes)
     within = {e.site: within_site(e) for e in embs}
-    probe = {e.site: linear_probe(e) for e in embs}
+    predictions = {e.site: probe_predictions(e) for e in embs}
+    probe = {s: balanced_accuracy(y, p) if len(y) else float("nan") for s, (y, p) in predictions.items()}
     return {
         "eeg_to_ecg": transfer(eeg, ecg),
         "ecg_to_eeg": transfer(ecg, eeg),
@@ -139,20 +164,26 @@ def evaluate(embs: list[SiteEmbeddings], n_classes: int) -> dict:
         "within_ecg": _mean([within[e.site] for e in ecg]),
         "probe_eeg": _mean([probe[e.site] for e in eeg]),
         "probe_ecg": _mean([probe[e.site] for e in ecg]),
+        "probe_pooled_eeg": pooled(predictions, [e.site for e in eeg]),
+        "probe_pooled_ecg": pooled(predictions, [e.site for e in ecg]),
         "alignment_score": alignment_score(mc, me, pe & pc),
         "within_site": within,
         "probe_site": probe,
+        "probe_predictions_site": _predictions_json(predictions, {e.site: e.modality for e in embs}),
     }
 
 
 def feature_row(results: list) -> dict:
     """The feature baseline (simulations.baseline) as a methods row: a per-site classifier, so only the probe columns."""
     probe = {r.site: r.balanced_accuracy for r in results}
+    predictions = {r.site: (r.y_test, r.pred_test) for r in results}
     nan = float("nan")
     return {"eeg_to_ecg": nan, "ecg_to_eeg": nan, "within_eeg": nan, "within_ecg": nan,
             "probe_eeg": _mean([r.balanced_accuracy for r in results if r.modality == "eeg"]),
             "probe_ecg": _mean([r.balanced_accuracy for r in results if r.modality == "ecg"]),
-            "alignment_score": nan, "within_site": {}, "probe_site": probe}
+            "probe_pooled_eeg": pooled(predictions, [r.site for r in results if r.modality == "eeg"]),
+            "probe_pooled_ecg": pooled(predictions, [r.site for r in results if r.modality == "ecg"]),
+            "alignment_score": nan, "within_site": {}, "probe_site": probe, "probe_predictions_site": _predictions_json(predictions, {r.site: r.modality for r in results})}
 
 
 def _mean(values: list[float]) -> float:

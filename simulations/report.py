@@ -32,6 +32,12 @@ def methods_table(methods: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def pooled_probe_line(methods: dict[str, dict]) -> str:
+    """The probe over each modality's pooled test windows, per method: the steadier figure (see `evaluate.pooled`)."""
+    cells = [f"{name} {r['probe_pooled_eeg']:.3f}/{r['probe_pooled_ecg']:.3f}" for name, r in methods.items() if "probe_pooled_eeg" in r]
+    return "probe over each modality's pooled test windows, EEG/ECG (steadier than the mean of sites): " + ", ".join(cells)
+
+
 def sites_table(site_rows: list[dict], within: dict[str, dict[str, float]]) -> str:
     last = {}
     for r in site_rows:

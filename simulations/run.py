@@ -171,6 +171,7 @@ def simulate(cfg: DictConfig) -> dict:
     print("cross-modal transfer and within-modality balanced accuracy on held-out test subjects (chance 0.20);")
     print("'anchor' = nearest class anchor, 'probe' = per-site linear probe fitted on the site's train+val subjects:")
     print(report.methods_table(methods))
+    print(report.pooled_probe_line(methods))
     if reference:
         print(f"centralised reference: best validation epoch {reference.best_epoch} of {reference.epochs_run} run "
               f"(early stopping, patience {cfg.reference.patience}; learning rate {cfg.reference.lr:g} -> {reference.final_lr:.2g}); "
