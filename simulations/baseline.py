@@ -7,6 +7,7 @@ non-federated, non-private classifier reaches, so later figures have something t
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def linear_readout_model():
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
 
 
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """sklearn's, without its warning when a test subject lacks a stage the read-out predicts (the stages present count)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(balanced_accuracy_score(y, pred))
+
+
 def readout_predictions(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The per-site protocol: a logistic regression fitted on train+val subjects; (truth, prediction) of the scored test windows."""
     fit, keep = split != "test", scored_windows(y, split)
@@ -62,14 +70,14 @@ def readout_predictions(features: np.ndarray, y: np.ndarray, split: np.ndarray) 
 def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
     """Balanced accuracy of `readout_predictions` on the test subjects."""
     truth, pred = readout_predictions(features, y, split)
-    return float(balanced_accuracy_score(truth, pred)) if len(truth) else float("nan")
+    return balanced_accuracy(truth, pred) if len(truth) else float("nan")
 
 
 def feature_baseline(data: SiteData) -> BaselineResult:
     """Fit on the site's train+val subjects, score on its test subjects (never the same subject)."""
     feats = FEATURES[data.site.modality](data.x, data.preprocess.sfreq)
     truth, pred = readout_predictions(feats, data.y, data.split)
-    score = float(balanced_accuracy_score(truth, pred)) if len(truth) else float("nan")
+    score = balanced_accuracy(truth, pred) if len(truth) else float("nan")
     return BaselineResult(data.site.name, data.site.modality, int((data.split != "test").sum()), len(truth), score,
                           1.0 / max(len(np.unique(truth)), 1), truth, pred)
 

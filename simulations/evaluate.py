@@ -9,7 +9,6 @@ baseline, so the two rows compare like with like.
 
 from __future__ import annotations
 
-import warnings
 from typing import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
 
 from fedxalign.client.node import state_dir
 from fedxalign.client.site_round import load_encoder, load_paired_encoder, local_anchors
@@ -28,7 +26,7 @@ from fedxalign.shared.data.paired import paired_node_of
 from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.models.encoder import CrissCrossEncoder
 from fedxalign.shared.runconfig import RunSettings
-from fedxalign.simulations.baseline import linear_readout_model
+from fedxalign.simulations.baseline import balanced_accuracy, linear_readout_model
 
 
 @dataclass
@@ -79,12 +77,6 @@ def _site_embeddings(d: SiteData, model: CrissCrossEncoder, head: torch.Tensor |
 
 def from_centralised(sites: list[SiteData], encoders: dict[str, CrissCrossEncoder], anchors: np.ndarray) -> list[SiteEmbeddings]:
     return [_site_embeddings(d, encoders[d.site.modality], None, anchors, np.ones(len(anchors), bool)) for d in sites]
-
-
-def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(balanced_accuracy_score(y, pred))
 
 
 def within_site(e: SiteEmbeddings) -> float:
