@@ -175,7 +175,8 @@ def feature_row(results: list) -> dict:
             "probe_ecg": _mean([r.balanced_accuracy for r in results if r.modality == "ecg"]),
             "probe_pooled_eeg": pooled(predictions, [r.site for r in results if r.modality == "eeg"]),
             "probe_pooled_ecg": pooled(predictions, [r.site for r in results if r.modality == "ecg"]),
-            "alignment_score": nan, "within_site": {}, "probe_site": probe, "probe_predictions_site": _predictions_json(predictions, {r.site: r.modality for r in results})}
+            "alignment_score": nan, "within_site": {}, "probe_site": probe,
+            "probe_predictions_site": _predictions_json(predictions, {r.site: r.modality for r in results})}
 
 
 def _mean(values: list[float]) -> float:

@@ -9,7 +9,8 @@ from fedxalign.simulations.baseline import readout_predictions
 from fedxalign.simulations.evaluate import SiteEmbeddings, evaluate, pooled, probe_predictions
 
 
-def site(name: str, modality: str, y: np.ndarray, split: np.ndarray, rng: np.random.Generator, noise: float = 0.6) -> tuple[SiteEmbeddings, np.ndarray]:
+def site(name: str, modality: str, y: np.ndarray, split: np.ndarray, rng: np.random.Generator,
+         noise: float = 0.6) -> tuple[SiteEmbeddings, np.ndarray]:
     """Class-coded embeddings with noise, split by the given assignment; also the raw inputs for the feature read-out."""
     z = np.eye(5)[y] * 2.0 + noise * rng.standard_normal((len(y), 5))
     test = split == "test"
