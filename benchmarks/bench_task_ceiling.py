@@ -86,7 +86,9 @@ def population_oracle(spread: float, n_subjects: int, seed: int) -> QuadraticDis
 
 def _record(records: dict[str, tuple[np.ndarray, np.ndarray]], name: str) -> tuple[np.ndarray, np.ndarray]:
     """A replayed record by the name the reader gave it (Sleep-EDF's reader drops the '-PSG' of the file name)."""
-    hits = [k for k in records if k == name or k.startswith(name)]
+    if name in records:
+        return records[name]
+    hits = [k for k in records if k.startswith(name)]
     if len(hits) != 1:
         raise SystemExit(f"record {name!r}: {len(hits)} replayed records match; the generator's naming changed")
     return records[hits[0]]
