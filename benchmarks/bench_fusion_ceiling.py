@@ -32,7 +32,7 @@ from fedxalign.client.training import embed
 from fedxalign.server.strategy import ServerState
 from fedxalign.shared.data.paired import MODALITIES, federation_nodes, is_paired_dir, load_paired_site
 from fedxalign.shared.models.fusion import anchor_scores
-from fedxalign.simulations.evaluate import balanced_accuracy
+from fedxalign.simulations.baseline import balanced_accuracy
 from fedxalign.simulations.settings import run_settings
 
 WEIGHTS = np.linspace(0.0, 1.0, 21)

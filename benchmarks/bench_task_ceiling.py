@@ -32,20 +32,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
-from sklearn.metrics import balanced_accuracy_score
 
 from fedxalign.configs import CONFIG_DIR
 from fedxalign.shared.data.config import SiteConfig
 from fedxalign.shared.data.site import federation_sites, load_federation_site
 from fedxalign.shared.data.synthetic.federation import FederationSpec, SiteSpec, _labels, _record_names
 from fedxalign.shared.data.synthetic.states import STAGES, draw_hypnogram, draw_latent, draw_subject
-from fedxalign.simulations.baseline import feature_baseline, readout_predictions, scored_windows
+from fedxalign.simulations.baseline import balanced_accuracy, feature_baseline, readout_predictions, scored_windows
+from fedxalign.simulations.evaluate import pooled
 from fedxalign.simulations.run import prepare_federation
 from fedxalign.simulations.settings import run_settings
 
@@ -130,8 +129,6 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, nargs="*", default=[], help="run folders (summary.json) of ONE seed, given with --seeds N")
     ap.add_argument("--population", type=int, default=3000, help="fresh subjects the oracle is fitted on")
     args = ap.parse_args()
-    # a test subject may lack a stage the oracle predicts; balanced accuracy then averages the stages present, as intended
-    warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
     if args.runs and len(args.seeds) != 1:
         raise SystemExit("--runs belong to one federation: give --seeds with that one seed")
     for seed in args.seeds:
@@ -156,10 +153,11 @@ def main() -> None:
             z = window_latents(data, latents[site.name], spec.epoch_s)
             keep = scored_windows(data.y, data.split)
             features = feature_baseline(data)
-            preds = [(data.y[keep], oracle.predict(z[keep])), readout_predictions(z, data.y, data.split),
+            guess = oracle.predict(z)
+            preds = [(data.y[keep], guess[keep]), readout_predictions(z, data.y, data.split),
                      (features.y_test, features.pred_test), *[extra[c].get(site.name) for c in extra]]
             row = [score(p) for p in preds]
-            every = score((data.y, oracle.predict(z)))
+            every = balanced_accuracy(data.y, guess)
             counts = np.bincount(data.y[keep])
             rows.setdefault(site.modality, []).append([every, *row])
             windows.setdefault(site.modality, []).append(preds)
@@ -168,9 +166,9 @@ def main() -> None:
         for modality, values in sorted(rows.items()):
             mean = np.nanmean(np.array(values), axis=0)
             print(f"{'mean ' + modality.upper():16s} {'':5s} {'':6s} " + " ".join(f"{v:10.3f}" for v in mean))
-            pooled = [pool([site[k] for site in windows[modality]]) for k in range(len(cols))]
-            print(f"{'pooled ' + modality.upper():16s} {'':5s} {'':6s} {'':10s} " + " ".join(f"{v:10.3f}" for v in pooled))
-            for label, (o, f) in (("mean of sites", (mean[1], mean[3])), ("pooled", (pooled[0], pooled[2]))):
+            together = [pool([site[k] for site in windows[modality]]) for k in range(len(cols))]
+            print(f"{'pooled ' + modality.upper():16s} {'':5s} {'':6s} {'':10s} " + " ".join(f"{v:10.3f}" for v in together))
+            for label, (o, f) in (("mean of sites", (mean[1], mean[3])), ("pooled", (together[0], together[2]))):
                 print(f"  {modality.upper()} {label}: features + 0.05 = {f + 0.05:.3f}, the oracle {o:.3f}: "
                       f"headroom above the features {o - f:+.3f}")
 
@@ -181,15 +179,15 @@ def score(windows: tuple[np.ndarray, np.ndarray] | float | None) -> float:
         return float("nan")
     if isinstance(windows, float):
         return windows
-    truth, pred = windows
-    return float(balanced_accuracy_score(truth, pred)) if len(truth) else float("nan")
+    return balanced_accuracy(*windows)
 
 
 def pool(parts: list) -> float:
     """One balanced accuracy over the sites' windows (nan where a column has only stored scores)."""
     if any(p is None or isinstance(p, float) for p in parts):
         return float("nan")
-    return score((np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))
+    return pooled(dict(enumerate(parts)), range(len(parts)))
+
 
 if __name__ == "__main__":
     main()

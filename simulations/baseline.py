@@ -51,7 +51,10 @@ def linear_readout_model():
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    """sklearn's, without its warning when a test subject lacks a stage the read-out predicts (the stages present count)."""
+    """sklearn's, without its warning when a test subject lacks a stage the read-out predicts (the stages present count);
+    nan where no window was scored."""
+    if len(y) == 0:
+        return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(balanced_accuracy_score(y, pred))
@@ -69,16 +72,14 @@ def readout_predictions(features: np.ndarray, y: np.ndarray, split: np.ndarray) 
 
 def readout(features: np.ndarray, y: np.ndarray, split: np.ndarray) -> float:
     """Balanced accuracy of `readout_predictions` on the test subjects."""
-    truth, pred = readout_predictions(features, y, split)
-    return balanced_accuracy(truth, pred) if len(truth) else float("nan")
+    return balanced_accuracy(*readout_predictions(features, y, split))
 
 
 def feature_baseline(data: SiteData) -> BaselineResult:
     """Fit on the site's train+val subjects, score on its test subjects (never the same subject)."""
     feats = FEATURES[data.site.modality](data.x, data.preprocess.sfreq)
     truth, pred = readout_predictions(feats, data.y, data.split)
-    score = balanced_accuracy(truth, pred) if len(truth) else float("nan")
-    return BaselineResult(data.site.name, data.site.modality, int((data.split != "test").sum()), len(truth), score,
+    return BaselineResult(data.site.name, data.site.modality, int((data.split != "test").sum()), len(truth), balanced_accuracy(truth, pred),
                           1.0 / max(len(np.unique(truth)), 1), truth, pred)
 
 

@@ -62,7 +62,7 @@ def validation_windows(sites: list[SiteData]) -> list[tuple[str, torch.Tensor, n
 
 def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, val: list[tuple[str, torch.Tensor, np.ndarray]]) -> float:
     """Mean over modalities of the nearest-anchor balanced accuracy on the pooled validation windows."""
-    from fedxalign.simulations.evaluate import balanced_accuracy
+    from fedxalign.simulations.baseline import balanced_accuracy
 
     a = torch.nn.functional.normalize(anchors.detach(), dim=-1).cpu().numpy()
     scores = []

@@ -98,12 +98,6 @@ def probe_predictions(e: SiteEmbeddings) -> tuple[np.ndarray, np.ndarray]:
     return e.y[keep], clf.predict(e.z[keep])
 
 
-def linear_probe(e: SiteEmbeddings) -> float:
-    """A logistic regression on the site's train+val embeddings, scored on its test subjects (as the feature baseline)."""
-    y, pred = probe_predictions(e)
-    return balanced_accuracy(y, pred) if len(y) else float("nan")
-
-
 def pooled(predictions: dict[str, tuple[np.ndarray, np.ndarray]], sites: Collection[str]) -> float:
     """One balanced accuracy over the named sites' test windows, each window predicted by its own site's probe.
 
@@ -116,9 +110,15 @@ def pooled(predictions: dict[str, tuple[np.ndarray, np.ndarray]], sites: Collect
     return balanced_accuracy(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-def _predictions_json(predictions: dict[str, tuple[np.ndarray, np.ndarray]], modality: dict[str, str]) -> dict[str, dict]:
-    """Each site's probe predictions for summary.json, so a benchmark can pool them or bootstrap a margin later."""
-    return {s: {"modality": modality[s], "y": [int(v) for v in y], "pred": [int(v) for v in p]} for s, (y, p) in predictions.items()}
+def _pooled_columns(predictions: dict[str, tuple[np.ndarray, np.ndarray]], modality: dict[str, str]) -> dict:
+    """A methods row's pooled probe per modality, and each site's probe predictions for summary.json (so a benchmark
+    can pool them or bootstrap a margin later)."""
+    return {
+        "probe_pooled_eeg": pooled(predictions, [s for s in predictions if modality[s] == "eeg"]),
+        "probe_pooled_ecg": pooled(predictions, [s for s in predictions if modality[s] == "ecg"]),
+        "probe_predictions_site": {s: {"modality": modality[s], "y": [int(v) for v in y], "pred": [int(v) for v in p]}
+                                   for s, (y, p) in predictions.items()},
+    }
 
 
 def transfer(src: list[SiteEmbeddings], dst: list[SiteEmbeddings]) -> float:
@@ -148,7 +148,7 @@ def evaluate(embs: list[SiteEmbeddings], n_classes: int) -> dict:
     mc, pc = class_means(ecg, n_classes)
     within = {e.site: within_site(e) for e in embs}
     predictions = {e.site: probe_predictions(e) for e in embs}
-    probe = {s: balanced_accuracy(y, p) if len(y) else float("nan") for s, (y, p) in predictions.items()}
+    probe = {s: balanced_accuracy(y, p) for s, (y, p) in predictions.items()}
     return {
         "eeg_to_ecg": transfer(eeg, ecg),
         "ecg_to_eeg": transfer(ecg, eeg),
@@ -156,12 +156,10 @@ def evaluate(embs: list[SiteEmbeddings], n_classes: int) -> dict:
         "within_ecg": _mean([within[e.site] for e in ecg]),
         "probe_eeg": _mean([probe[e.site] for e in eeg]),
         "probe_ecg": _mean([probe[e.site] for e in ecg]),
-        "probe_pooled_eeg": pooled(predictions, [e.site for e in eeg]),
-        "probe_pooled_ecg": pooled(predictions, [e.site for e in ecg]),
+        **_pooled_columns(predictions, {e.site: e.modality for e in embs}),
         "alignment_score": alignment_score(mc, me, pe & pc),
         "within_site": within,
         "probe_site": probe,
-        "probe_predictions_site": _predictions_json(predictions, {e.site: e.modality for e in embs}),
     }
 
 
@@ -173,10 +171,8 @@ def feature_row(results: list) -> dict:
     return {"eeg_to_ecg": nan, "ecg_to_eeg": nan, "within_eeg": nan, "within_ecg": nan,
             "probe_eeg": _mean([r.balanced_accuracy for r in results if r.modality == "eeg"]),
             "probe_ecg": _mean([r.balanced_accuracy for r in results if r.modality == "ecg"]),
-            "probe_pooled_eeg": pooled(predictions, [r.site for r in results if r.modality == "eeg"]),
-            "probe_pooled_ecg": pooled(predictions, [r.site for r in results if r.modality == "ecg"]),
-            "alignment_score": nan, "within_site": {}, "probe_site": probe,
-            "probe_predictions_site": _predictions_json(predictions, {r.site: r.modality for r in results})}
+            **_pooled_columns(predictions, {r.site: r.modality for r in results}),
+            "alignment_score": nan, "within_site": {}, "probe_site": probe}
 
 
 def _mean(values: list[float]) -> float:

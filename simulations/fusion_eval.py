@@ -25,7 +25,7 @@ from fedxalign.shared.data.paired import MODALITIES, PairedSiteData, paired_node
 from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.models.fusion import CONDITIONS, STRATEGIES, anchor_scores
 from fedxalign.shared.runconfig import RunSettings
-from fedxalign.simulations.evaluate import balanced_accuracy
+from fedxalign.simulations.baseline import balanced_accuracy
 
 COLUMNS = (("both", "both"), ("eeg", "EEG only"), ("ecg", "ECG only"), ("eeg_sites", "EEG sites"), ("ecg_sites", "ECG sites"))
 ALONE = "encoder alone"
