@@ -28,7 +28,7 @@ from fedxalign.shared.data.site import federation_sites, load_federation_site
 from fedxalign.shared.data.config import SiteConfig
 from fedxalign.shared.models.encoder import build_encoder
 from fedxalign.shared.data.features import FEATURES
-from fedxalign.simulations.baseline import linear_readout_model, readout
+from fedxalign.simulations.baseline import fit_readout, readout
 from fedxalign.simulations.run import prepare_federation
 from fedxalign.simulations.settings import run_settings
 
@@ -60,30 +60,33 @@ def main() -> None:
             spec = enc._window_spectrum(x).numpy()
             rhythm = enc._window_rhythm(x).numpy() if enc.config.derived_channels else None
         feats = FEATURES[m](data.x, data.preprocess.sfreq)  # the feature baseline's input, read once for both tables
-        row = [readout(feats, data.y, data.split), readout(spec, data.y, data.split)]
-        row += [readout(rhythm, data.y, data.split), readout(np.c_[spec, rhythm], data.y, data.split)] if rhythm is not None else [np.nan, np.nan]
+        sub = data.subject
+        row = [readout(feats, data.y, data.split, sub), readout(spec, data.y, data.split, sub)]
+        row += ([readout(rhythm, data.y, data.split, sub), readout(np.c_[spec, rhythm], data.y, data.split, sub)]
+                if rhythm is not None else [np.nan, np.nan])
         print(f"{site.name:16s} " + " ".join(f"{v:{w}.3f}" for v, w in zip(row, WIDTHS)))
-        inputs.setdefault(m, []).append((site.name, data.y, data.split, {"features": feats, "spectrum": spec}))
+        inputs.setdefault(m, []).append((site.name, data.y, data.split, sub, {"features": feats, "spectrum": spec}))
     print("\nfitted on the other sites of the modality, scored on this site's test subjects:")
     print(f"{'site':16s} {'features':>9s} {'spectrum':>9s}")
     for sites in inputs.values():
-        for i, (name, y, split, own) in enumerate(sites):
+        for i, (name, y, split, _, own) in enumerate(sites):
             others = [s for j, s in enumerate(sites) if j != i]
-            row = [other_sites_readout([(s[3][k], s[1], s[2]) for s in others], own[k], y, split) for k in ("features", "spectrum")]
+            row = [other_sites_readout([(s[4][k], s[1], s[2], s[3]) for s in others], own[k], y, split) for k in ("features", "spectrum")]
             print(f"{name:16s} " + " ".join(f"{v:9.3f}" for v in row))
 
 
-def other_sites_readout(train: list[tuple[np.ndarray, np.ndarray, np.ndarray]], features: np.ndarray, y: np.ndarray,
+def other_sites_readout(train: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], features: np.ndarray, y: np.ndarray,
                         split: np.ndarray) -> float:
-    """Balanced accuracy on this site's test subjects of a read-out fitted on `train` (features, labels, split) sets."""
+    """Balanced accuracy on this site's test subjects of a read-out fitted on `train` (features, labels, split, subjects) sets."""
     if not train:
         return float("nan")
-    x_fit = np.concatenate([f[s != "test"] for f, _, s in train])
-    y_fit = np.concatenate([lab[s != "test"] for _, lab, s in train])
+    x_fit = np.concatenate([f[s != "test"] for f, _, s, _ in train])
+    y_fit = np.concatenate([lab[s != "test"] for _, lab, s, _ in train])
+    subjects = np.concatenate([np.char.add(f"{i}:", np.asarray(g)[s != "test"].astype(str)) for i, (_, _, s, g) in enumerate(train)])
     keep = (split == "test") & np.isin(y, np.unique(y_fit))
     if not keep.any():
         return float("nan")
-    model = linear_readout_model().fit(x_fit, y_fit)
+    model = fit_readout(x_fit, y_fit, subjects)
     return float(balanced_accuracy_score(y[keep], model.predict(features[keep])))
 
 

@@ -154,7 +154,7 @@ def main() -> None:
             keep = scored_windows(data.y, data.split)
             features = feature_baseline(data)
             guess = oracle.predict(z)
-            preds = [(data.y[keep], guess[keep]), readout_predictions(z, data.y, data.split),
+            preds = [(data.y[keep], guess[keep]), readout_predictions(z, data.y, data.split, data.subject),
                      (features.y_test, features.pred_test), *[extra[c].get(site.name) for c in extra]]
             row = [score(p) for p in preds]
             every = balanced_accuracy(data.y, guess)

@@ -26,7 +26,7 @@ from fedxalign.shared.data.paired import paired_node_of
 from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.models.encoder import CrissCrossEncoder
 from fedxalign.shared.runconfig import RunSettings
-from fedxalign.simulations.baseline import balanced_accuracy, linear_readout_model
+from fedxalign.simulations.baseline import balanced_accuracy, fit_readout
 
 
 @dataclass
@@ -39,6 +39,7 @@ class SiteEmbeddings:
     present: np.ndarray
     z_fit: np.ndarray  # train + validation subjects' embeddings, for the per-site linear probe
     y_fit: np.ndarray
+    subjects_fit: np.ndarray  # their subjects: the probe's regularisation is chosen leaving one out at a time
 
 
 def from_states(sites: list[SiteData], settings: RunSettings, state_root: Path, server: ServerState | None,
@@ -72,7 +73,7 @@ def _site_embeddings(d: SiteData, model: CrissCrossEncoder, head: torch.Tensor |
     fit = d.dataset(None)
     keep = d.split != "test"
     return SiteEmbeddings(d.site.name, d.site.modality, embed(model, test.x, head), test.y.numpy(), anchors, present,
-                          embed(model, fit.x[torch.from_numpy(keep)], head), fit.y.numpy()[keep])
+                          embed(model, fit.x[torch.from_numpy(keep)], head), fit.y.numpy()[keep], np.asarray(d.subject)[keep])
 
 
 def from_centralised(sites: list[SiteData], encoders: dict[str, CrissCrossEncoder], anchors: np.ndarray) -> list[SiteEmbeddings]:
@@ -89,12 +90,13 @@ def within_site(e: SiteEmbeddings) -> float:
 
 def probe_predictions(e: SiteEmbeddings) -> tuple[np.ndarray, np.ndarray]:
     """(truth, prediction) of the site's scored test windows, in order, by a logistic regression fitted on its
-    train+val embeddings (the feature baseline's protocol and windows: `baseline.readout_predictions`)."""
+    train+val embeddings, its C chosen leaving one subject out (the feature baseline's protocol and windows:
+    `baseline.readout_predictions`)."""
     present = np.unique(e.y_fit)
     keep = np.isin(e.y, present)
     if len(present) < 2 or not keep.any():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    clf = linear_readout_model().fit(e.z_fit, e.y_fit)
+    clf = fit_readout(e.z_fit, e.y_fit, e.subjects_fit)
     return e.y[keep], clf.predict(e.z[keep])
 
 

@@ -14,7 +14,11 @@ def site(name: str, modality: str, y: np.ndarray, split: np.ndarray, rng: np.ran
     """Class-coded embeddings with noise, split by the given assignment; also the raw inputs for the feature read-out."""
     z = np.eye(5)[y] * 2.0 + noise * rng.standard_normal((len(y), 5))
     test = split == "test"
-    return SiteEmbeddings(name, modality, z[test], y[test], np.eye(5), np.ones(5, bool), z[~test], y[~test]), z
+    return SiteEmbeddings(name, modality, z[test], y[test], np.eye(5), np.ones(5, bool), z[~test], y[~test], subjects(len(y))[~test]), z
+
+
+def subjects(n: int, per: int = 30) -> np.ndarray:
+    return np.array([f"s{i // per}" for i in range(n)])
 
 
 def test_the_probe_scores_the_same_windows_in_the_same_order_as_the_feature_read_out():
@@ -24,7 +28,7 @@ def test_the_probe_scores_the_same_windows_in_the_same_order_as_the_feature_read
     split = np.array(["train"] * 120 + ["val"] * 30 + ["test"] * 50)
     e, z = site("a", "eeg", y, split, rng)
     truth, pred = probe_predictions(e)
-    f_truth, f_pred = readout_predictions(z, y, split)
+    f_truth, f_pred = readout_predictions(z, y, split, subjects(len(y)))
     assert 4 not in truth and len(truth) == 45
     np.testing.assert_array_equal(truth, f_truth)
     np.testing.assert_array_equal(pred, f_pred)  # same inputs, same read-out: same predictions
