@@ -19,6 +19,7 @@ from sklearn.metrics import balanced_accuracy_score, make_scorer
 from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from fedxalign.shared.data.config import DataConfig, SiteConfig
 from fedxalign.shared.data.features import FEATURES
@@ -76,11 +77,11 @@ def fit_readout(x: np.ndarray, y: np.ndarray, subjects: np.ndarray):
     both sides and pick the weakest regularisation.
     """
     subjects = np.asarray(subjects).astype(str)
-    if len(np.unique(subjects)) < MIN_SUBJECTS_TO_TUNE:
-        return linear_readout_model().fit(x, y)
-    search = GridSearchCV(linear_readout_model(), {"logisticregression__C": list(READOUT_CS)}, cv=LeaveOneGroupOut(),
-                          scoring=make_scorer(balanced_accuracy), error_score=0.0)
-    with warnings.catch_warnings():
+    with threadpool_limits(1), warnings.catch_warnings():  # one BLAS thread: at this size more only contend (5-10x slower)
+        if len(np.unique(subjects)) < MIN_SUBJECTS_TO_TUNE:
+            return linear_readout_model().fit(x, y)
+        search = GridSearchCV(linear_readout_model(), {"logisticregression__C": list(READOUT_CS)}, cv=LeaveOneGroupOut(),
+                              scoring=make_scorer(balanced_accuracy), error_score=0.0)
         warnings.simplefilter("ignore")  # a fold whose training subjects lack a stage fits without it
         return search.fit(x, y, groups=subjects).best_estimator_
 
