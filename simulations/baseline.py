@@ -71,10 +71,10 @@ def fit_readout(x: np.ndarray, y: np.ndarray, subjects: np.ndarray):
     """`linear_readout_model` with C chosen by leave-one-subject-out balanced accuracy over READOUT_CS, refitted on all.
 
     A fixed C flatters whichever input it happens to suit: at C = 1 the 32-dimensional embeddings
-    were under-regularised (FedXAlign's EEG probe on seed 2: 0.690 at C = 1, 0.748 with C chosen so)
-    and the band powers less so, so the comparison measured the regulariser as much as the representation. Folds are
-    whole subjects, as the test split is: window-level folds put a subject's neighbouring windows on
-    both sides and pick the weakest regularisation.
+    were under-regularised more than the band powers, so the comparison measured the regulariser
+    as much as the representation. Folds are whole subjects, as the test split is: a window-level
+    fold would score each window beside its own subject's neighbours, which rewards fitting the
+    subject rather than the stage.
     """
     subjects = np.asarray(subjects).astype(str)
     with threadpool_limits(1), warnings.catch_warnings():  # one BLAS thread: at this size more only contend (5-10x slower)
