@@ -77,6 +77,9 @@ def flower_env(home: Path) -> dict[str, str]:
         "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # never let the SuperLink pip-install into a run
         "RAY_DEDUP_LOGS": "1", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        # Ray starts its workers (the ClientApps) at nice 15, below the references' nice 10 (references.py): the
+        # federation then yielded its cores to the references, the opposite of what they are niced for
+        "RAY_worker_niceness": "0",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the SuperLink spawns flower-superexec
     }
 

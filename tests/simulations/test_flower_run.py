@@ -1,10 +1,12 @@
 """The simulation's Flower path: the app folder `flwr run` gets, and a local SuperLink that leaves nothing behind."""
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 from fedxalign.shared.runconfig import RunSettings
-from fedxalign.simulations.flower_run import _worth_showing, flat_config, local_superlink, write_app
+from fedxalign.simulations.flower_run import _worth_showing, flat_config, flower_env, local_superlink, write_app
 from fedxalign.simulations.processes import descendants
 from fedxalign.simulations.settings import run_settings
 from tests.conftest import compose_config
@@ -51,3 +53,23 @@ def test_the_console_shows_round_lines_and_errors_not_start_up_chatter():
     assert _worth_showing("\x1b[91mERROR \x1b[0m:     ServerApp raised an exception\n")
     assert not _worth_showing("\x1b[92mINFO \x1b[0m:      Starting Flower Simulation\n")
     assert not _worth_showing("\x1b[92mINFO \x1b[0m:      \n")
+
+
+RAY_WORKER_NICENESS = """
+import ray
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+@ray.remote
+def niceness():
+    import os
+    return os.nice(0)
+print(ray.get(niceness.remote()))
+ray.shutdown()
+"""
+
+
+def test_ray_workers_started_with_the_flower_environment_keep_the_federations_priority(tmp_path):
+    """Ray's default is nice 15, below the references' nice 10: the federation would yield its cores to them."""
+    out = subprocess.run([sys.executable, "-c", RAY_WORKER_NICENESS], env=flower_env(tmp_path / "home"), capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0"
