@@ -4,7 +4,7 @@
 
 Each (seed, epsilon) is one `simulations.run` (all baselines) on the default federation spec
 generated with that seed (seed 0 is the default federation itself); `--reuse` keeps runs whose
-summary.json exists. Slow: about 4-7 minutes per run on 2 cores.
+summary.json exists. Slow: about 6-8 minutes per run on 2 cores (352-479 s measured for README).
 
 The targets are judged on the mean of sites, as issue 12 states them. A second table gives the
 probe pooled over each modality's test windows and each margin over the features with a 90%
