@@ -5,6 +5,7 @@ import pytest
 
 from fedxalign.shared.errors import ConfigError
 from fedxalign.shared.privacy.config import PrivacyConfig
+from fedxalign.shared.privacy import ledger as ledger_module
 from fedxalign.shared.privacy.ledger import INTEGER_ORDERS, BudgetExceeded, LedgerIntegrityError, PrivacyLedger, calibrate_noise
 
 
@@ -168,6 +169,40 @@ def test_the_integer_orders_first_guess_is_conservative_and_the_calibration_is_e
     sigma = calibrate_noise(ledger, q, steps // 6, rounds=6, release_sigma=20.0)
     planned = lambda s: [(s, q, 6 * (steps // 6)), (20.0, 1.0, 6)]  # noqa: E731
     assert ledger.can_afford(planned(sigma)) and not ledger.can_afford(planned(sigma / 1.006))
+
+
+@pytest.mark.parametrize("q", [0.05, 0.33, 0.5])
+@pytest.mark.parametrize("sigma", [0.7, 1.5, 4.0])
+def test_the_epsilon_near_the_best_integer_order_is_the_epsilon_on_all_orders(tmp_path, sigma, q):
+    """Calibration searches on the integer orders plus the fractional ones next to the best integer one; on the
+    default run's kind of history (DP-SGD steps and releases at q = 1) that is exactly the bound on every order."""
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0))
+    for steps in (12, 300):
+        history = [(sigma, q, steps), (5.657, 1.0, 6)]
+        assert ledger.epsilon_near_best_order(history) == ledger.epsilon(history)
+
+
+def test_a_subset_of_orders_never_reports_less_than_all_orders(tmp_path):
+    ledger = PrivacyLedger(tmp_path / "l.json", PrivacyConfig(epsilon=8.0))
+    for history in ([(0.9, 0.2, 40)], [(2.0, 0.5, 10), (17.0, 1.0, 3)], [(24.0, 1.0, 1)]):
+        assert ledger.epsilon_near_best_order(history) >= ledger.epsilon(history)
+        assert ledger.epsilon(history, INTEGER_ORDERS) >= ledger.epsilon_near_best_order(history)
+
+
+def test_a_reopened_ledger_does_not_recompute_the_rdp_of_steps_it_accounted_before(tmp_path, monkeypatch):
+    """Each round opens the site's ledger afresh; its (sigma, q) at Opacus' fractional orders cost 0.1-0.4 s each time."""
+    calls = []
+    compute = ledger_module.rdp_analysis.compute_rdp
+    monkeypatch.setattr(ledger_module.rdp_analysis, "compute_rdp", lambda **kw: calls.append(kw) or compute(**kw))
+    ledger_module.unit_rdp.cache_clear()
+    cfg = PrivacyConfig(epsilon=8.0)
+    first = PrivacyLedger(tmp_path / "l.json", cfg)
+    first.spend("dp_sgd_step", 1.37, 0.31, 15, round_no=1)
+    spent = first.epsilon()
+    assert calls  # the first ledger computed them
+    calls.clear()
+    again = PrivacyLedger(tmp_path / "l.json", cfg)
+    assert again.epsilon() == spent and calls == []
 
 
 def test_a_high_noise_release_is_accounted_at_its_best_order_tighter_than_opacus_defaults_and_without_its_warning(tmp_path):
