@@ -9,9 +9,6 @@ baseline, so the two rows compare like with like.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,21 +163,6 @@ def evaluate(embs: list[SiteEmbeddings], n_classes: int) -> dict:
         "within_site": within,
         "probe_site": probe,
     }
-
-
-def evaluate_methods(embs: dict[str, list[SiteEmbeddings]], n_classes: int, workers: int | None = None) -> dict[str, dict]:
-    """`evaluate` for every method, up to `workers` (default: the cores) at a time, each in its own process.
-
-    It runs after the references, when this process is the only one left: one method's per-site
-    read-outs choose their C in about 8 s on one core while the other idled (measured: 32 s of
-    a 400-s default run on 2 cores). Same inputs, same fits: the scores equal `evaluate`'s.
-    """
-    workers = min(len(embs), workers or os.cpu_count() or 1)
-    if workers <= 1:
-        return {name: evaluate(e, n_classes) for name, e in embs.items()}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {name: pool.submit(evaluate, e, n_classes) for name, e in embs.items()}
-        return {name: f.result() for name, f in futures.items()}
 
 
 def feature_row(results: list) -> dict:

@@ -82,7 +82,7 @@ def simulate(cfg: DictConfig) -> dict:
     from fedxalign.simulations import report
     from fedxalign.simulations.baseline import feature_baseline
     from fedxalign.simulations.centralised import ReferenceConfig
-    from fedxalign.simulations.evaluate import evaluate_methods, feature_row, from_centralised, from_states
+    from fedxalign.simulations.evaluate import evaluate, feature_row, from_centralised, from_states
     from fedxalign.simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
     from fedxalign.simulations.references import BackgroundReferences
 
@@ -141,7 +141,7 @@ def simulate(cfg: DictConfig) -> dict:
         embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site", paired=names)
     if reference is not None:
         embs["central"] = from_centralised(sites, reference.encoders, reference.anchors)
-    methods = evaluate_methods(embs, n_classes)
+    methods = {name: evaluate(e, n_classes) for name, e in embs.items()}
     if features is not None:
         methods["features"] = feature_row(features)
     rounds = json.loads((out / "rounds.json").read_text())

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from fedxalign.simulations.baseline import readout_predictions
-from fedxalign.simulations.evaluate import SiteEmbeddings, evaluate, evaluate_methods, pooled, probe_predictions
+from fedxalign.simulations.evaluate import SiteEmbeddings, evaluate, pooled, probe_predictions
 
 
 def site(name: str, modality: str, y: np.ndarray, split: np.ndarray, rng: np.random.Generator,
@@ -58,18 +58,3 @@ def test_pooling_skips_sites_without_scored_windows_and_is_nan_without_any():
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert pooled({"a": (y, p), "b": empty}, ["a", "b"]) == balanced_accuracy_score(y, p)
     assert np.isnan(pooled({"b": empty}, ["b"]))
-
-
-def test_methods_evaluated_in_parallel_score_as_one_at_a_time():
-    rng = np.random.default_rng(3)
-    split = np.array(["train"] * 120 + ["val"] * 30 + ["test"] * 60)
-    embs = {}
-    for k, noise in enumerate((0.4, 0.8, 1.2)):
-        embs[f"m{k}"] = [site(f"{m}{i}", m, rng.integers(0, 5, len(split)), split, rng, noise)[0] for i, m in enumerate(("eeg", "ecg"))]
-    parallel = evaluate_methods(embs, 5, workers=2)
-    assert list(parallel) == list(embs)
-    for name, e in embs.items():
-        serial = evaluate(e, 5)
-        assert parallel[name]["probe_site"] == serial["probe_site"] and parallel[name]["eeg_to_ecg"] == serial["eeg_to_ecg"]
-        assert parallel[name]["within_site"] == serial["within_site"]
-    assert len({m["probe_eeg"] for m in parallel.values()}) == 3  # three methods, three different scores
