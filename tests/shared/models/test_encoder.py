@@ -172,8 +172,9 @@ def test_opacus_per_sample_gradients_equal_one_sample_at_a_time():
     assert model.rhythm_embed is not None  # the rhythm token's parameters are checked too
     set_trainable(model, "all")
     model.train()  # Opacus captures activations in training mode; dropout is 0
-    x = torch.randn(3, 4, 30, 100)
-    direction = torch.randn(cfg.embed_dim)  # the embedding has unit norm: a loss on its norm would have no gradient
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 30, 100, generator=rng)
+    direction = torch.randn(cfg.embed_dim, generator=rng)  # the embedding has unit norm: a loss on its norm would have no gradient
     gsm = GradSampleModule(model, loss_reduction="sum")
     (gsm(x) @ direction).mul(torch.tensor([1.0, 2.0, 3.0])).sum().backward()
     for i in range(3):
