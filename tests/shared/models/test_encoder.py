@@ -223,3 +223,25 @@ def test_the_row_convolution_equals_torchs(cin, k, stride, pad, width):
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(2, cin, 6, width)
     assert torch.allclose(fast(x), ref(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("cin,k,stride,pad,width", [(1, 49, 25, 24, 100), (4, 3, 1, 1, 4), (3, 5, 2, 1, 11)])
+def test_the_row_convolutions_per_sample_gradients_equal_opacus_rule_for_conv2d(cin, k, stride, pad, width):
+    from opacus import GradSampleModule
+
+    from fedxalign.shared.models.encoder import RowConv2d
+
+    fast = RowConv2d(cin, 5, kernel_size=(1, k), stride=(1, stride), padding=(0, pad))
+    ref = torch.nn.Conv2d(cin, 5, kernel_size=(1, k), stride=(1, stride), padding=(0, pad))
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(4, cin, 6, width, generator=torch.Generator().manual_seed(0))
+    upstream = torch.randn(ref(x).shape, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for module in (fast, ref):
+        wrapped = GradSampleModule(module)
+        (wrapped(x) * upstream).sum().backward()
+        grads.append((module.weight.grad_sample.clone(), module.bias.grad_sample.clone()))
+        wrapped._close()
+    assert grads[0][0].abs().amax() > 1e-3  # a gradient to compare, not zeros
+    for got, want in zip(*grads):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
