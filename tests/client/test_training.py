@@ -114,7 +114,7 @@ def test_without_dp_the_step_is_dp_sgds_without_noise(tmp_path):
     train_cfg = TrainConfig(local_epochs=1, batch_size=8, lr=0.1, momentum=0.0)
     privacy = PrivacyConfig(enabled=False, max_grad_norm=0.01)  # small: every sample's gradient is clipped
     model = build_encoder(cfg, seed=0)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
+    start = {k: v.detach().clone() for k, v in model.named_parameters()}
     dp_train(model, ds, a, present, train_cfg, privacy, PrivacyLedger(tmp_path / "l.json", privacy))
     ref = build_encoder(cfg, seed=0)
     set_trainable(ref, "all")
@@ -127,7 +127,8 @@ def test_without_dp_the_step_is_dp_sgds_without_noise(tmp_path):
         g = torch.cat([p.grad.flatten() for n, p in ref.named_parameters() if n in names])
         clipped.append(g * min(1.0, 0.01 / (float(g.norm()) + 1e-6)))
     expected = -0.1 * torch.stack(clipped).mean(0)
-    moved = torch.cat([(model.state_dict()[n] - start[n]).flatten() for n in names])
+    params = dict(model.named_parameters())
+    moved = torch.cat([(params[n].detach() - start[n]).flatten() for n in names])
     assert torch.allclose(moved, expected, atol=1e-6)
     assert float(moved.norm()) <= 0.1 * 0.01 + 1e-6
 

@@ -245,3 +245,17 @@ def test_the_row_convolutions_per_sample_gradients_equal_opacus_rule_for_conv2d(
     assert grads[0][0].abs().amax() > 1e-3  # a gradient to compare, not zeros
     for got, want in zip(*grads):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_packed_attention_is_torchs_multihead_attention_by_state_dict_and_output():
+    from fedxalign.shared.models.encoder import PackedAttention
+
+    ours, ref = PackedAttention(8, 2), torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    assert list(ours.state_dict()) == list(ref.state_dict())  # torch's packed names, in torch's order
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 4, 5, 8)  # (batch, sequences, length, dim)
+    folded = x.reshape(12, 5, 8)
+    assert torch.allclose(ours(x).reshape(12, 5, 8), ref(folded, folded, folded, need_weights=False)[0], atol=1e-5)
+    ours2 = PackedAttention(8, 2)
+    ours2.load_state_dict(ref.state_dict())  # and back, strictly
+    assert torch.allclose(ours2(x), ours(x), atol=1e-6)
