@@ -268,6 +268,11 @@ def _row_conv_grad_sample(layer: RowConv2d, activations: list[torch.Tensor], bac
     return out
 
 
+def power(spectrum: torch.Tensor) -> torch.Tensor:
+    """|X|^2 of a complex spectrum as re^2 + im^2: torch's complex abs took 1.5 times the FFT's own time here, this half as long."""
+    return spectrum.real.square() + spectrum.imag.square()
+
+
 class PatchEmbedding(nn.Module):
     """CBraMod's patch embedding: a 3-layer convolution over each patch's samples plus a linear map of its amplitude
     spectrum, then a depthwise convolution over the (channel, patch) grid as positional encoding."""
@@ -293,7 +298,7 @@ class PatchEmbedding(nn.Module):
             x = torch.where(mask.unsqueeze(-1), self.mask_encoding.expand_as(x), x)
         conv = self.proj_in(x.reshape(b, 1, c * p, s))  # (b, filters, c*p, positions)
         emb = conv.permute(0, 2, 1, 3).reshape(b, c, p, self.d_model)
-        emb = emb + self.spectral_proj(torch.fft.rfft(x, dim=-1, norm="forward").abs())
+        emb = emb + self.spectral_proj(power(torch.fft.rfft(x, dim=-1, norm="forward")).sqrt())
         return emb + self.positional_encoding(emb.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
@@ -406,7 +411,7 @@ class CrissCrossEncoder(nn.Module):
         if self.config.derived_channels:
             x = x[:, : x.shape[1] - self.config.derived_channels]
         b, c, p, s = x.shape
-        spec = torch.fft.rfft(x.reshape(b, c, p * s), dim=-1).abs().pow(2)
+        spec = power(torch.fft.rfft(x.reshape(b, c, p * s), dim=-1))
         freqs = torch.fft.rfftfreq(p * s, d=1.0 / self.config.sfreq).to(x.device)
         keep = spec[..., freqs <= self.config.global_max_hz]
         n = keep.shape[-1] - keep.shape[-1] % self.config.global_bins
