@@ -5,6 +5,10 @@ lower CPU priority (nice 10): Flower's rounds leave cores idle (its start-up, ea
 the slowest site, the server's aggregation) and the references fill them; when the federation
 competes for a core, the scheduler gives them about a tenth of its share. Run after the federation
 instead, they added their whole time to `make run`'s (343-400 s in all, against 227-232 s).
+
+Each worker also embeds every site with its model and scores it (`evaluate.evaluate`, whose per-site
+read-outs choose their C on one core, about 8 s a method): scored in the run's own process after the
+last reference, the methods took one core for about a minute while the other idled.
 """
 
 from __future__ import annotations
@@ -12,49 +16,82 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
 
 from fedxalign.shared.runconfig import RunSettings
 from fedxalign.simulations.centralised import CentralisedReference, ReferenceConfig
+from fedxalign.simulations.evaluate import SiteEmbeddings
 
 NICE = 10
 DP_KINDS = ("fedavg", "local")
+
+
+@dataclass
+class ReferenceResult:
+    """One reference, trained and scored: every site's embeddings by its model, the methods row, and the centralised model."""
+
+    kind: str
+    wall_s: float
+    embeddings: list[SiteEmbeddings]
+    scores: dict  # evaluate.evaluate's row
+    reference: CentralisedReference | None = None
 
 
 def _lower_priority() -> None:
     os.nice(NICE)
 
 
-def _dp_baseline(kind: str, settings: RunSettings, state_root: Path) -> tuple[str, float]:
-    from fedxalign.simulations.inprocess import run_baseline
+def _sites(settings: RunSettings):
+    from fedxalign.simulations.run import load_sites
+
+    return load_sites(Path(settings.federation.federation_dir), settings, progress=False)
+
+
+def _dp_baseline(kind: str, settings: RunSettings, state_root: Path, paired: Collection[str]) -> ReferenceResult:
+    from fedxalign.server.strategy import ServerState
+    from fedxalign.simulations.evaluate import evaluate, from_states
+    from fedxalign.simulations.inprocess import BASELINE_STATE, run_baseline, unaligned_fedavg_settings
 
     t0 = time.time()
     run_baseline(kind, settings, state_root, threads=1, progress=False)
-    return kind, time.time() - t0
+    sites = _sites(settings)
+    if kind == "fedavg":
+        embs = from_states(sites, unaligned_fedavg_settings(settings), state_root, ServerState.load(state_root / BASELINE_STATE),
+                           paired=paired)
+    else:
+        embs = from_states(sites, settings, state_root, None, anchor_key="site", paired=paired)
+    scores = evaluate(embs, len(settings.data.vocabulary))
+    return ReferenceResult(kind, time.time() - t0, embs, scores)
 
 
-def _centralised(settings: RunSettings, cfg: ReferenceConfig) -> tuple[str, float, CentralisedReference]:
+def _centralised(settings: RunSettings, cfg: ReferenceConfig) -> ReferenceResult:
     import torch
 
     from fedxalign.simulations.centralised import train_centralised
-    from fedxalign.simulations.run import load_sites
+    from fedxalign.simulations.evaluate import evaluate, from_centralised
 
     torch.set_num_threads(1)
     t0 = time.time()
-    sites = load_sites(Path(settings.federation.federation_dir), settings, progress=False)
+    sites = _sites(settings)
     ref = train_centralised(sites, settings, cfg, seed=settings.train.seed, progress=False)
-    return "central", time.time() - t0, ref
+    embs = from_centralised(sites, ref.encoders, ref.anchors)
+    return ReferenceResult("central", time.time() - t0, embs, evaluate(embs, len(settings.data.vocabulary)), ref)
 
 
 class BackgroundReferences:
     """`with BackgroundReferences(...) as refs:` starts the references; `refs.wait()` collects them (and re-raises a
-    failed one's error); leaving the block by an error stops the workers, by PID, so none outlives the run."""
+    failed one's error); leaving the block by an error stops the workers, by PID, so none outlives the run.
+    `paired`: the names of the paired nodes, whose halves' encoders live in the node's folder."""
 
     LABELS = {"fedavg": "FedAvg (no alignment)", "local": "local only", "central": "centralised reference"}
 
-    def __init__(self, kinds: list[str], settings: RunSettings, baselines_dir: Path, reference: ReferenceConfig) -> None:
+    def __init__(self, kinds: list[str], settings: RunSettings, baselines_dir: Path, reference: ReferenceConfig,
+                 paired: Collection[str] = ()) -> None:
         self.kinds = [k for k in (*DP_KINDS, "central") if k in kinds]
         self.settings, self.baselines_dir, self.reference = settings, baselines_dir, reference
+        self.paired = frozenset(paired)
         self._pool = None
         self._jobs: list = []
 
@@ -66,21 +103,22 @@ class BackgroundReferences:
             if kind == "central":
                 self._jobs.append(self._pool.apply_async(_centralised, (self.settings, self.reference)))
             else:
-                self._jobs.append(self._pool.apply_async(_dp_baseline, (kind, self.settings, self.baselines_dir / kind)))
+                self._jobs.append(self._pool.apply_async(_dp_baseline, (kind, self.settings, self.baselines_dir / kind, self.paired)))
         return self
 
-    def wait(self) -> CentralisedReference | None:
-        """Block until every reference is done; print each one's time; the centralised model, if it was asked for."""
-        reference = None
+    def wait(self) -> dict[str, ReferenceResult]:
+        """Block until every reference is trained and scored; print each one's time; the results by kind."""
+        results = {}
         for job in self._jobs:
-            kind, wall, *rest = job.get()  # a failed reference fails the run, with its own traceback
-            print(f"reference {self.LABELS[kind]} done ({wall:.0f} s, trained beside the federation)", flush=True)
-            reference = rest[0] if rest else reference
+            result = job.get()  # a failed reference fails the run, with its own traceback
+            print(f"reference {self.LABELS[result.kind]} done ({result.wall_s:.0f} s, trained and scored beside the federation)",
+                  flush=True)
+            results[result.kind] = result
         if self._pool is not None:
             self._pool.close()
             self._pool.join()
             self._pool = None
-        return reference
+        return results
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._pool is not None:

@@ -82,8 +82,7 @@ def simulate(cfg: DictConfig) -> dict:
     from fedxalign.simulations import report
     from fedxalign.simulations.baseline import feature_baseline
     from fedxalign.simulations.centralised import ReferenceConfig
-    from fedxalign.simulations.evaluate import evaluate, feature_row, from_centralised, from_states
-    from fedxalign.simulations.inprocess import BASELINE_STATE, unaligned_fedavg_settings
+    from fedxalign.simulations.evaluate import evaluate, feature_row, from_states
     from fedxalign.simulations.references import BackgroundReferences
 
     t0 = time.time()
@@ -120,7 +119,7 @@ def simulate(cfg: DictConfig) -> dict:
         print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "
               f"({len(p.eeg.y)} EEG, {len(p.ecg.y)} ECG windows); the pair is its privacy unit", flush=True)
     background = BackgroundReferences([b for b in ("fedavg", "local", "central") if b in cfg.baselines], settings,
-                                      out / "baselines", ReferenceConfig.from_mapping(cfg.reference))
+                                      out / "baselines", ReferenceConfig.from_mapping(cfg.reference), paired=names)
     if background.kinds:
         print(f"references ({', '.join(background.LABELS[k] for k in background.kinds)}) train beside the federation, "
               "on the cores its rounds leave idle", flush=True)
@@ -130,18 +129,14 @@ def simulate(cfg: DictConfig) -> dict:
         fed_wall = time.time() - t_fed
         state = ServerState.load(out / "checkpoint.npz")
         embs = {"fedxalign": from_states(sites, settings, out / "state", state, paired=names)}
+        scored = {"fedxalign": evaluate(embs["fedxalign"], n_classes)}  # while the references train, as each scores its own
         fusion = _fusion(paired, sites, settings, out, state)
         features = [feature_baseline(d) for d in sites] if "features" in cfg.baselines else None
-        reference = background.wait()
-    if "fedavg" in cfg.baselines:
-        fa = unaligned_fedavg_settings(settings)
-        embs["fedavg"] = from_states(sites, fa, out / "baselines" / "fedavg", ServerState.load(out / "baselines" / "fedavg" / BASELINE_STATE),
-                                     paired=names)
-    if "local" in cfg.baselines:
-        embs["local"] = from_states(sites, settings, out / "baselines" / "local", None, anchor_key="site", paired=names)
-    if reference is not None:
-        embs["central"] = from_centralised(sites, reference.encoders, reference.anchors)
-    methods = {name: evaluate(e, n_classes) for name, e in embs.items()}
+        references = background.wait()
+    for kind, result in references.items():
+        embs[kind], scored[kind] = result.embeddings, result.scores
+    reference = references["central"].reference if "central" in references else None
+    methods = {name: scored[name] for name in ("fedxalign", "fedavg", "local", "central") if name in scored}
     if features is not None:
         methods["features"] = feature_row(features)
     rounds = json.loads((out / "rounds.json").read_text())

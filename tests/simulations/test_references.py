@@ -7,7 +7,9 @@ import time
 import pytest
 
 from fedxalign.simulations.centralised import CentralisedReference, ReferenceConfig
+from fedxalign.simulations.evaluate import evaluate, from_centralised
 from fedxalign.simulations.references import NICE, BackgroundReferences
+from fedxalign.simulations.run import load_sites
 from fedxalign.simulations.settings import run_settings
 from tests.conftest import compose_config
 
@@ -45,10 +47,18 @@ def test_the_centralised_reference_trains_in_a_worker_at_a_lower_priority_and_co
         assert refs.kinds == ["central"]  # the feature baseline is no background job
         (worker,) = _workers(before, 1)
         assert _settles(lambda: os.getpriority(os.PRIO_PROCESS, worker.pid), min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE))
-        reference = refs.wait()
+        results = refs.wait()
+    assert set(results) == {"central"}
+    reference = results["central"].reference
     assert isinstance(reference, CentralisedReference)
     assert 1 <= reference.best_epoch <= reference.epochs_run <= 3
     assert set(reference.encoders) == {"eeg", "ecg"}
+    # scored in the worker, on the model it returns: the same row as scoring it here
+    sites = load_sites(settings.federation.federation_dir, settings, progress=False)
+    here = evaluate(from_centralised(sites, reference.encoders, reference.anchors), len(settings.data.vocabulary))
+    assert [e.site for e in results["central"].embeddings] == [d.site.name for d in sites]
+    assert results["central"].scores["probe_site"] == here["probe_site"]
+    assert results["central"].scores["eeg_to_ecg"] == here["eeg_to_ecg"]
     assert not [p for p in multiprocessing.active_children() if p.pid not in before]
 
 
