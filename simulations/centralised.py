@@ -39,6 +39,7 @@ class ReferenceConfig:
     # constant, and the score then jumps between epochs so that early stopping keeps a lucky one
     lr_factor: float = 0.5
     lr_patience: int = 4
+    cache: bool = True  # read it back when code, settings and windows are those of an earlier run (simulations.reference_cache)
 
     @classmethod
     def from_mapping(cls, values) -> ReferenceConfig:

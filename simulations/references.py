@@ -37,6 +37,7 @@ class ReferenceResult:
     embeddings: list[SiteEmbeddings]
     scores: dict  # evaluate.evaluate's row
     reference: CentralisedReference | None = None
+    cached: bool = False  # the centralised model was read back (simulations.reference_cache), not trained
 
 
 def _lower_priority() -> None:
@@ -69,15 +70,15 @@ def _dp_baseline(kind: str, settings: RunSettings, state_root: Path, paired: Col
 def _centralised(settings: RunSettings, cfg: ReferenceConfig) -> ReferenceResult:
     import torch
 
-    from fedxalign.simulations.centralised import train_centralised
     from fedxalign.simulations.evaluate import evaluate, from_centralised
+    from fedxalign.simulations.reference_cache import cached_centralised
 
     torch.set_num_threads(1)
     t0 = time.time()
     sites = _sites(settings)
-    ref = train_centralised(sites, settings, cfg, seed=settings.train.seed, progress=False)
+    ref, cached = cached_centralised(sites, settings, cfg, settings.train.seed, settings.federation.cache_dir, progress=False)
     embs = from_centralised(sites, ref.encoders, ref.anchors)
-    return ReferenceResult("central", time.time() - t0, embs, evaluate(embs, len(settings.data.vocabulary)), ref)
+    return ReferenceResult("central", time.time() - t0, embs, evaluate(embs, len(settings.data.vocabulary)), ref, cached)
 
 
 class BackgroundReferences:
@@ -111,7 +112,8 @@ class BackgroundReferences:
         results = {}
         for job in self._jobs:
             result = job.get()  # a failed reference fails the run, with its own traceback
-            print(f"reference {self.LABELS[result.kind]} done ({result.wall_s:.0f} s, trained and scored beside the federation)",
+            how = "read back from the cache of an earlier run with the same code, settings and windows" if result.cached else "trained"
+            print(f"reference {self.LABELS[result.kind]} done ({result.wall_s:.0f} s, {how} and scored beside the federation)",
                   flush=True)
             results[result.kind] = result
         if self._pool is not None:
