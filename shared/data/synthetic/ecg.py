@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import neurokit2 as nk
 
 from fedxalign.shared.data.synthetic.eeg import band_noise
 from fedxalign.shared.data.synthetic.states import Subject
@@ -24,6 +23,8 @@ LEAD_GAIN = {"I": 0.7, "II": 1.0, "III": 0.4, "MLII": 1.0, "V1": -0.6, "V2": 0.3
 
 def ecgsyn_beat(fs: float, seed: int) -> tuple[np.ndarray, int]:
     """One median beat at 60 bpm from ECGSYN and the index of its R peak (mV)."""
+    import neurokit2 as nk  # only generating needs it: importing it cost every process that reads a federation about 3.8 CPU-s
+
     sig = np.asarray(nk.ecg_simulate(duration=12, sampling_rate=int(fs), heart_rate=60, heart_rate_std=0.5,
                                      method="ecgsyn", noise=0.0, random_state=seed), dtype=np.float64)
     half = int(0.3 * fs)
