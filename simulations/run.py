@@ -159,7 +159,8 @@ def simulate(cfg: DictConfig) -> dict:
                                 for k, m in methods.items() if k != "features"} if "central" in methods else {},
         "fusion": {"rows": fusion.rows, "targets": fusion.targets(), "test_pairs": fusion.n_pairs} if fusion else None,
         "reference": {"best_epoch": reference.best_epoch, "epochs_run": reference.epochs_run,
-                      "val_balanced_accuracy": reference.val_balanced_accuracy, "final_lr": reference.final_lr} if reference else None,
+                      "val_balanced_accuracy": reference.val_balanced_accuracy, "final_lr": reference.final_lr,
+                      "read_from_cache": references["central"].cached} if reference else None,
     }
     report.write_summary(out, summary)
     print()
