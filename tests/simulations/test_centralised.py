@@ -4,18 +4,6 @@ import pytest
 import torch
 
 from fedxalign.simulations.centralised import ReferenceConfig, _val_score, train_centralised, validation_windows
-from fedxalign.simulations.run import load_sites
-from fedxalign.simulations.settings import run_settings
-from tests.conftest import compose_config
-
-
-@pytest.fixture(scope="module")
-def setting(tiny_federation, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    cfg = compose_config("simulate", [f"federation.federation_dir={tiny_federation}", f"paths.cache_dir={cache}",
-                                      f"federation.results_dir={cache / 'out'}", "pretraining.source=none"])
-    settings = run_settings(cfg)
-    return settings, load_sites(tiny_federation, settings)
 
 
 def test_training_stops_patience_epochs_after_the_best_and_keeps_the_best_epochs_weights(setting):

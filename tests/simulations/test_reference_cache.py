@@ -3,27 +3,14 @@
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from fedxalign.client.training import embed
 from fedxalign.simulations import reference_cache
 from fedxalign.simulations.centralised import ReferenceConfig
 from fedxalign.simulations.reference_cache import cached_centralised, reference_key
-from fedxalign.simulations.run import load_sites
-from fedxalign.simulations.settings import run_settings
-from tests.conftest import compose_config
 
 CFG = ReferenceConfig(max_epochs=3, patience=2)
-
-
-@pytest.fixture(scope="module")
-def setting(tiny_federation, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    cfg = compose_config("simulate", [f"federation.federation_dir={tiny_federation}", f"paths.cache_dir={cache}",
-                                      f"federation.results_dir={cache / 'out'}", "pretraining.source=none"])
-    settings = run_settings(cfg)
-    return settings, load_sites(tiny_federation, settings)
 
 
 def _no_training(*args, **kwargs):
