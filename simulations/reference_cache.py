@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("shared", "client", "simulations")
-FORMAT = 1
+FORMAT = 2  # 2: anchors stored as a tensor, the file read weights-only
 
 
 def source_digest(root: Path = PACKAGE_ROOT) -> str:
@@ -72,7 +72,7 @@ def reference_key(sites: list[SiteData], settings: RunSettings, cfg: ReferenceCo
 
 
 def _save(path: Path, ref: CentralisedReference) -> None:
-    payload = {"format": FORMAT, "encoders": {m: e.state_dict() for m, e in ref.encoders.items()}, "anchors": ref.anchors,
+    payload = {"format": FORMAT, "encoders": {m: e.state_dict() for m, e in ref.encoders.items()}, "anchors": torch.from_numpy(ref.anchors),
                "best_epoch": ref.best_epoch, "epochs_run": ref.epochs_run, "val_balanced_accuracy": ref.val_balanced_accuracy,
                "final_lr": ref.final_lr}
     replace_atomically(path, lambda tmp: torch.save(payload, tmp), suffix=".pt")
@@ -80,13 +80,13 @@ def _save(path: Path, ref: CentralisedReference) -> None:
 
 def _load(path: Path, settings: RunSettings) -> CentralisedReference | None:
     try:
-        payload = torch.load(path, weights_only=False)
+        payload = torch.load(path, weights_only=True)  # tensors and plain values only: a tampered file cannot run code
         encoders = {}
         for m, state in payload["encoders"].items():
             encoders[m] = build_encoder(settings.model_for(m))
             encoders[m].load_state_dict(state)
             encoders[m].eval()
-        return CentralisedReference(encoders, np.asarray(payload["anchors"]), int(payload["best_epoch"]), int(payload["epochs_run"]),
+        return CentralisedReference(encoders, payload["anchors"].numpy(), int(payload["best_epoch"]), int(payload["epochs_run"]),
                                     float(payload["val_balanced_accuracy"]), float(payload["final_lr"]))
     except Exception as exc:  # a damaged file costs a retraining, never the run
         log.warning("%s: unreadable cached reference (%s); training it again", path, exc)

@@ -60,4 +60,4 @@ def test_with_the_cache_off_or_a_damaged_file_it_trains(setting, tmp_path):
     (path,) = (tmp_path / "reference").glob("*.pt")
     path.write_bytes(b"not a checkpoint")
     ref, cached = cached_centralised(sites, settings, CFG, 0, tmp_path, progress=False)
-    assert not cached and torch.load(path, weights_only=False)["best_epoch"] == ref.best_epoch  # trained and written again
+    assert not cached and torch.load(path, weights_only=True)["best_epoch"] == ref.best_epoch  # trained and written again
