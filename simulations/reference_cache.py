@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from fedxalign.shared.atomic_files import replace_atomically
+from fedxalign.shared.data.config import fingerprint
 from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.device import pick_device
 from fedxalign.shared.models.encoder import build_encoder
@@ -48,22 +49,16 @@ def source_digest(root: Path = PACKAGE_ROOT) -> str:
 
 def reference_key(sites: list[SiteData], settings: RunSettings, cfg: ReferenceConfig, seed: int,
                   code: Callable[[], str] = source_digest) -> str:
-    h = hashlib.sha256()
-
-    def add(*parts: object) -> None:
-        for part in parts:
-            h.update(repr(part).encode())
-
     modalities = sorted({d.site.modality for d in sites})
     train = dataclasses.replace(settings.train, planned_rounds=0)  # the federation's rounds: not read here
-    add(FORMAT, torch.__version__, code(), pick_device(settings.train.device).type, seed, dataclasses.asdict(dataclasses.replace(cfg, cache=True)),
-        dataclasses.asdict(train), settings.privacy.max_grad_norm, dataclasses.asdict(settings.data))
+    h = hashlib.sha256(fingerprint(FORMAT, torch.__version__, code(), pick_device(settings.train.device).type, seed,
+                                   dataclasses.replace(cfg, cache=True), train, settings.privacy.max_grad_norm, settings.data,
+                                   *(settings.model_for(m) for m in modalities)).encode())  # each names its modality
     for m in modalities:
-        add(m, dataclasses.asdict(settings.model_for(m)))
         if settings.model.pretrained:
             h.update(Path(pretrained_path(settings.model.pretrained, m)).read_bytes())
     for d in sites:
-        add(d.site.name, d.site.modality)
+        h.update(f"{d.site.name}/{d.site.modality}".encode())
         for split in ("train", "val"):
             ds = d.dataset(split)
             h.update(np.ascontiguousarray(ds.x.numpy()).tobytes())
