@@ -29,7 +29,7 @@ from fedxalign.shared.atomic_files import write_npz
 from fedxalign.shared.data.paired import MODALITIES, PairDataset, PairedSiteData
 from fedxalign.shared.device import pick_device
 from fedxalign.shared.errors import check_option
-from fedxalign.shared.losses import orthogonality, paired_contrastive, prototype_loss
+from fedxalign.shared.losses import orthogonality, paired_contrastive, patch_contrastive, prototype_loss
 from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
 from fedxalign.shared.models.fusion import FusionConfig, FusionHead, anchor_scores, build_fusion, draw_dropout, fusion_shapes
 from fedxalign.shared.models.pretraining import dual_mask, reconstruction_loss, set_pretrainable
@@ -50,23 +50,27 @@ class PairedModel(nn.Module):
         super().__init__()
         self.eeg, self.ecg, self.fusion = eeg, ecg, fusion
 
-    def forward(self, x_eeg: torch.Tensor, x_ecg: torch.Tensor):
-        return self.eeg(x_eeg, return_features=True), self.ecg(x_ecg, return_features=True)
+    def forward(self, x_eeg: torch.Tensor, x_ecg: torch.Tensor, segments: int = 0):
+        """Each encoder's (z, specific, features), and its span embeddings when `segments` > 0."""
+        return self.eeg(x_eeg, return_features=True, segments=segments), self.ecg(x_ecg, return_features=True, segments=segments)
 
 
 def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor], heads: Mapping[str, torch.Tensor | None],
                 train_cfg: TrainConfig, fusion_cfg: FusionConfig, sample_level: bool,
                 generator: torch.Generator | None = None) -> BatchLoss:
-    """The per-pair objective; `sample_level` adds the contrastive pull of each pair once the server's anchors exist.
+    """The per-pair objective; `sample_level` adds the contrastive pull of each pair once the server's anchors exist
+    (and, with `fusion_cfg.patch_weight`, the patch-level pull of its time spans).
 
     Modality dropout for the masked decoder is drawn per pair (from `generator`): it needs no
     secrecy, and one pair's draw never touches another's loss.
     """
     both = present["eeg"] & present["ecg"]
+    patch_level = sample_level and fusion_cfg.patch_weight > 0
+    segments = fusion_cfg.patch_spans if patch_level else 0
 
     def loss(module: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
         x_eeg, x_ecg, y = batch
-        (re, se, _), (rc, sc, _) = module(x_eeg, x_ecg)
+        (re, se, _, *spans_e), (rc, sc, _, *spans_c) = module(x_eeg, x_ecg, segments)
         ze, zc = project(re, heads["eeg"]), project(rc, heads["ecg"])
         total = prototype_loss(ze, y, anchors["eeg"], train_cfg.tau, present["eeg"], train_cfg.pull_weight) \
             + prototype_loss(zc, y, anchors["ecg"], train_cfg.tau, present["ecg"], train_cfg.pull_weight)
@@ -75,6 +79,9 @@ def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch
                 total = total + train_cfg.orth_weight * orthogonality(raw, spec)
         if sample_level and fusion_cfg.pair_weight > 0:
             total = total + fusion_cfg.pair_weight * paired_contrastive(ze, zc, y, anchors["eeg"], anchors["ecg"], fusion_cfg.tau, both)
+        if patch_level:
+            total = total + fusion_cfg.patch_weight * patch_contrastive(project(spans_e[0], heads["eeg"]),
+                                                                        project(spans_c[0], heads["ecg"]), fusion_cfg.tau)
         fusion = getattr(module, "_module", module).fusion
         if fusion is not None:
             drop = draw_dropout(len(y), fusion_cfg.modality_dropout, generator, y.device)

@@ -65,6 +65,20 @@ def paired_contrastive(za: torch.Tensor, zb: torch.Tensor, y: torch.Tensor, neg_
     return 0.5 * (one_side(za, zb, neg_b) + one_side(zb, za, neg_a))
 
 
+def patch_contrastive(sa: torch.Tensor, sb: torch.Tensor, tau: float) -> torch.Tensor:
+    """Patch-level alignment of a pair (Brant-X's patch level) whose loss depends on that pair alone.
+
+    `sa`, `sb` (pairs, spans, dim), unit norm: the same pair's time spans in each modality. Span
+    t of one modality has span t of the other as its positive and the pair's OTHER spans as
+    negatives, so it asks what happened when within the epoch, which the window's class cannot
+    answer. Brant-X also takes other samples' patches as negatives; here those would couple the
+    pairs of a DP-SGD batch, so the negatives stay inside the pair.
+    """
+    logits = sa @ sb.transpose(1, 2) / tau  # (pairs, spans, spans)
+    target = torch.arange(sa.shape[1], device=sa.device).expand(sa.shape[0], -1)
+    return 0.5 * (F.cross_entropy(logits.transpose(1, 2), target) + F.cross_entropy(logits, target))
+
+
 def orthogonality(inv: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
     """MISA soft orthogonality (Hazarika et al. 2020, eq. 8) taken per sample: mean over i of (inv_i . spec_i)^2.
 

@@ -379,7 +379,10 @@ class CrissCrossEncoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, patches, samples) -> pooled (batch, d_model)."""
-        pooled = self.pool_norm(self.tokens(x)).mean(dim=(1, 2))
+        return self._pooled(self.pool_norm(self.tokens(x)), x)
+
+    def _pooled(self, normed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        pooled = normed.mean(dim=(1, 2))
         if self.global_embed is not None:
             pooled = pooled + self.global_embed(self.global_scaling(self._window_spectrum(x)))
         if self.rhythm_embed is not None:
@@ -419,14 +422,27 @@ class CrissCrossEncoder(nn.Module):
         log_power = torch.log(bands + 1e-6).mean(1)
         return log_power - log_power.mean(-1, keepdim=True)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """Returns z (batch, embed_dim), unit norm; with `return_features`, (z, specific or None, pooled features)."""
-        f = self.features(x)
+    def forward(self, x: torch.Tensor, return_features: bool = False, segments: int = 0):
+        """Returns z (batch, embed_dim), unit norm; with `return_features`, (z, specific or None, pooled features).
+
+        With `segments` > 0 it also returns each of that many equal time spans' embedding (batch,
+        segments, embed_dim), unit norm, through the same head: the patch tokens averaged over
+        channels and over the span (Brant-X's patch level). Spans, not single patches, so that
+        encoders with different patch lengths still meet on one time grid; the whole-window tokens
+        describe the window, not a span, and are left out.
+        """
+        normed = self.pool_norm(self.tokens(x))
+        f = self._pooled(normed, x)
         z = F.normalize(self.head(f), dim=-1)
         if not return_features:
             return z
         spec = F.normalize(self.specific_head(f), dim=-1) if self.specific_head is not None else None
-        return z, spec, f
+        if segments <= 0:
+            return z, spec, f
+        if segments > normed.shape[2]:
+            raise ConfigError(f"{segments} time spans asked of a window of {normed.shape[2]} patches")
+        spans = F.adaptive_avg_pool1d(normed.mean(1).transpose(1, 2), segments).transpose(1, 2)
+        return z, spec, f, F.normalize(self.head(spans), dim=-1)
 
 
 RHYTHM_STATS = ("mean RR", "SDNN", "mean |dRR|", "RMSSD", "pNN50", "RR range")

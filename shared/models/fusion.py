@@ -48,9 +48,15 @@ class FusionConfig:
     fusion_weight: float = 1.0  # the decoders' cross-entropy and the reconstruction MSE
     tau: float = 0.1  # temperature of the sample-level term; the decoders start at anchor scores / tau
     lr_scale: float = 1.0  # the fusion head's learning rate, as a factor on training.lr (the encoders')
+    patch_weight: float = 0.0  # the patch-level contrastive term at paired sites (off: see README, measured)
+    patch_spans: int = 6  # time spans per window for the patch-level term
 
     def __post_init__(self) -> None:
         check_option("fusion kind", self.kind, KINDS)
+        if self.patch_weight < 0 or self.pair_weight < 0:
+            raise ConfigError(f"{self.pair_weight=} and {self.patch_weight=} must not be negative")
+        if self.patch_weight > 0 and self.patch_spans < 2:
+            raise ConfigError(f"{self.patch_spans=}: the patch-level term needs at least 2 spans (one positive, one negative)")
         if not self.lr_scale > 0:
             raise ConfigError(f"{self.lr_scale=} must be positive")
         if not 0 <= self.modality_dropout <= 0.5:

@@ -27,16 +27,21 @@ def _cfgs(paired_data):
             for m, p in zip(("eeg", "ecg"), pre)}
 
 
-def test_opacus_per_pair_gradients_are_each_pairs_own(paired_data):
-    """Every term (prototypes, sample-level contrastive, fusion) depends on the pair alone, so clipping bounds a pair."""
+@pytest.mark.parametrize("patch_weight", [0.0, 1.0])
+def test_opacus_per_pair_gradients_are_each_pairs_own(paired_data, patch_weight):
+    """Every term (prototypes, sample- and patch-level contrastive, fusion) depends on the pair alone, so clipping bounds a pair."""
     cfgs = _cfgs(paired_data)
     model = PairedModel(build_encoder(cfgs["eeg"], seed=0), build_encoder(cfgs["ecg"], seed=1), build_fusion(5, "gated", seed=2))
     anchors = {m: torch.from_numpy(local_anchors("shared", 5, 16)) for m in ("eeg", "ecg")}
     present = {m: torch.ones(5, dtype=torch.bool) for m in ("eeg", "ecg")}
-    heads = {m: None for m in ("eeg", "ecg")}
-    loss_fn = paired_loss(anchors, present, heads, FAST, FusionConfig(modality_dropout=0.0), sample_level=True)
+    heads = {m: torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(3)))[0] for m in ("eeg", "ecg")}
+    fusion_cfg = FusionConfig(modality_dropout=0.0, patch_weight=patch_weight)
+    loss_fn = paired_loss(anchors, present, heads, FAST, fusion_cfg, sample_level=True)
     ds = paired_data.dataset("train")
     batch = [ds.x_eeg[:4], ds.x_ecg[:4], ds.y[:4]]
+    if patch_weight:  # the patch-level term is in the loss
+        without = paired_loss(anchors, present, heads, FAST, FusionConfig(modality_dropout=0.0), sample_level=True)
+        assert loss_fn(model, batch).item() > without(model, batch).item()
     gsm = GradSampleModule(model)
     loss_fn(gsm, batch).backward()
     per_pair = {n.removeprefix("_module."): p.grad_sample.detach().clone() for n, p in gsm.named_parameters()

@@ -73,6 +73,32 @@ def test_paired_contrastive_gradient_of_a_pair_ignores_the_other_pairs():
     assert not torch.allclose(_pair_grads(za, zb, y, clip)[0], _pair_grads(za2, zb2, y, clip)[0])
 
 
+def test_patch_contrastive_gradient_of_a_pair_ignores_the_other_pairs():
+    from fedxalign.shared.losses import patch_contrastive
+
+    g = torch.Generator().manual_seed(1)
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=-1)  # noqa: E731
+    sa, sb, y = unit(5, 6, 8), unit(5, 6, 8), torch.zeros(5, dtype=torch.long)
+    sa2, sb2 = sa.clone(), sb.clone()
+    sa2[1:], sb2[1:] = unit(4, 6, 8), unit(4, 6, 8)  # every other pair replaced
+    ours = lambda a, b, lab: patch_contrastive(a, b, 0.1) * len(a)  # noqa: E731 - sum over pairs
+    first, second = _pair_grads(sa, sb, y, ours), _pair_grads(sa2, sb2, y, ours)
+    assert first[0].abs().sum() > 0
+    for one, other in zip(first, second):
+        torch.testing.assert_close(one, other)
+
+
+def test_patch_contrastive_rewards_spans_that_meet_in_time():
+    from fedxalign.shared.losses import patch_contrastive
+
+    spans = torch.nn.functional.normalize(torch.randn(3, 6, 8, generator=torch.Generator().manual_seed(2)), dim=-1)
+    aligned = patch_contrastive(spans, spans, 0.1)
+    shifted = patch_contrastive(spans, spans.roll(1, dims=1), 0.1)  # the same spans, one span late
+    assert aligned < 0.1 < shifted
+    swapped = spans.flip(1)  # time reversed in both modalities: still each span against its own
+    torch.testing.assert_close(patch_contrastive(swapped, swapped, 0.1), aligned)
+
+
 def test_paired_contrastive_leaves_out_the_pairs_own_class_anchor_and_absent_classes():
     from fedxalign.shared.losses import paired_contrastive
 

@@ -33,6 +33,22 @@ def test_specific_part_and_features():
     assert z.shape == (2, 32) and spec.shape == (2, 32) and f.shape == (2, model.config.d_model)
 
 
+def test_span_embeddings_share_the_head_and_average_the_channels_over_time():
+    model = build_encoder(EncoderConfig(specific_dim=32), seed=0).eval()
+    x = torch.randn(2, 3, 30, 100)
+    z, spec, f, spans = model(x, return_features=True, segments=6)
+    z0, spec0, f0 = model(x, return_features=True)
+    torch.testing.assert_close(z, z0)
+    torch.testing.assert_close(f, f0)
+    assert spans.shape == (2, 6, 32)
+    torch.testing.assert_close(spans.norm(dim=-1), torch.ones(2, 6))
+    normed = model.pool_norm(model.tokens(x))
+    first = normed[:, :, :5].mean(dim=(1, 2))  # span 0 of 6 = patches 0-4, every channel
+    torch.testing.assert_close(spans[:, 0], torch.nn.functional.normalize(model.head(first), dim=-1))
+    with pytest.raises(ConfigError, match="31 time spans"):
+        model(x, return_features=True, segments=31)
+
+
 def test_bad_sizes_are_refused():
     with pytest.raises(ConfigError, match="n_heads"):
         EncoderConfig(n_heads=3)
