@@ -1,4 +1,4 @@
-"""Issue 9's fusion targets on several generated federations, each run repeated: prints each run and the mean.
+"""Issue 9's fusion targets (and FedXAlign's cross-modal transfer) on several generated federations, each run repeated.
 
     python benchmarks/bench_fusion.py [--seeds 0 1 2] [--repeats 1] [--out results/fusion] [--reuse] [-- overrides]
 
@@ -23,6 +23,7 @@ TARGETS = [  # (summary key, column label, target)
     ("masked_kept_ecg_only", "kept ECG", ">= 0.95"),
     ("masked_minus_zero_eeg_only", "mask-zero EEG", "> 0"),
     ("masked_minus_zero_ecg_only", "mask-zero ECG", "> 0"),
+    ("transfer", "transfer", "(higher)"),
 ]
 
 
@@ -31,9 +32,11 @@ def run_dir(out: Path, seed: int, repeat: int) -> Path:
 
 
 def fusion_targets(summary: dict, folder: Path) -> dict[str, float]:
+    """The run's fusion targets, and FedXAlign's cross-modal transfer (mean of both directions) beside them."""
     if not summary.get("fusion"):
         raise SystemExit(f"{folder}: the run has no fusion table (no paired site, or fusion.enabled=false)")
-    return summary["fusion"]["targets"]
+    ours = summary["methods"]["fedxalign"]
+    return summary["fusion"]["targets"] | {"transfer": (ours["eeg_to_ecg"] + ours["ecg_to_eeg"]) / 2}
 
 
 def main() -> None:
