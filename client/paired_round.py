@@ -30,9 +30,10 @@ from fedxalign.shared.data.paired import MODALITIES, PairDataset, PairedSiteData
 from fedxalign.shared.device import pick_device
 from fedxalign.shared.errors import check_option
 from fedxalign.shared.losses import orthogonality, paired_contrastive, patch_contrastive, prototype_loss
-from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, set_trainable, weight_shapes
+from fedxalign.shared.models.encoder import CrissCrossEncoder, EncoderConfig, WindowInputs, set_trainable, weight_shapes
 from fedxalign.shared.models.fusion import FusionConfig, FusionHead, anchor_scores, build_fusion, draw_dropout, fusion_shapes
 from fedxalign.shared.models.pretraining import dual_mask, reconstruction_loss, set_pretrainable
+from fedxalign.shared.models.window_inputs import WithWindowInputs, split_batch
 from fedxalign.shared.privacy.config import PrivacyConfig
 from fedxalign.shared.privacy.ledger import PrivacyLedger
 from fedxalign.shared.privacy.randomness import secure_torch_generator
@@ -50,9 +51,11 @@ class PairedModel(nn.Module):
         super().__init__()
         self.eeg, self.ecg, self.fusion = eeg, ecg, fusion
 
-    def forward(self, x_eeg: torch.Tensor, x_ecg: torch.Tensor, segments: int = 0):
+    def forward(self, x_eeg: torch.Tensor, x_ecg: torch.Tensor, segments: int = 0, in_eeg: WindowInputs | None = None,
+                in_ecg: WindowInputs | None = None):
         """Each encoder's (z, specific, features), and its span embeddings when `segments` > 0."""
-        return self.eeg(x_eeg, return_features=True, segments=segments), self.ecg(x_ecg, return_features=True, segments=segments)
+        return (self.eeg(x_eeg, return_features=True, segments=segments, inputs=in_eeg),
+                self.ecg(x_ecg, return_features=True, segments=segments, inputs=in_ecg))
 
 
 def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor], heads: Mapping[str, torch.Tensor | None],
@@ -69,8 +72,8 @@ def paired_loss(anchors: Mapping[str, torch.Tensor], present: Mapping[str, torch
     segments = fusion_cfg.patch_spans if patch_level else 0
 
     def loss(module: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
-        x_eeg, x_ecg, y = batch
-        (re, se, _, *spans_e), (rc, sc, _, *spans_c) = module(x_eeg, x_ecg, segments)
+        (x_eeg, x_ecg), (in_eeg, in_ecg), y = split_batch(batch, 2)
+        (re, se, _, *spans_e), (rc, sc, _, *spans_c) = module(x_eeg, x_ecg, segments, in_eeg, in_ecg)
         ze, zc = project(re, heads["eeg"]), project(rc, heads["ecg"])
         total = prototype_loss(ze, y, anchors["eeg"], train_cfg.tau, present["eeg"], train_cfg.pull_weight) \
             + prototype_loss(zc, y, anchors["ecg"], train_cfg.tau, present["ecg"], train_cfg.pull_weight)
@@ -147,14 +150,17 @@ class _PairedWork:
 
     def train(self, ledger: PrivacyLedger) -> TrainReport | None:
         device = pick_device(self.train_cfg.device)
+        train_set: torch.utils.data.Dataset = self.train_set
         if self.objective == "reconstruction":
             loss = paired_reconstruction_loss(secure_torch_generator())
         else:
+            train_set = WithWindowInputs([self.train_set.x_eeg, self.train_set.x_ecg], [self.model.eeg, self.model.ecg],
+                                         self.train_set.y, self.train_set.subject)  # once, not once per epoch
             loss = paired_loss({m: torch.from_numpy(a).to(device) for m, a in self.anchors.items()},
                                {m: torch.from_numpy(p).to(device) for m, p in self.present.items()},
                                {m: h.to(device) if h is not None else None for m, h in self.heads.items()}, self.train_cfg,
                                self.fusion_cfg, self.sample_level, generator=secure_torch_generator())
-        return dp_train(self.model, self.train_set, torch.from_numpy(self.anchors["eeg"]), torch.from_numpy(self.present["eeg"]),
+        return dp_train(self.model, train_set, torch.from_numpy(self.anchors["eeg"]), torch.from_numpy(self.present["eeg"]),
                         self.train_cfg, self.privacy_cfg, ledger, round_no=self.round_no, batch_loss=loss,
                         release_sigma=self.release_sigma, lr_scales={"fusion.": self.fusion_cfg.lr_scale})
 

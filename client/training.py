@@ -17,8 +17,10 @@ from fedxalign.shared.device import model_device, pick_device
 from fedxalign.shared.errors import ConfigError, check_option
 from fedxalign.shared.train_config import TrainConfig
 from fedxalign.shared.losses import orthogonality, prototype_loss
-from fedxalign.shared.models.encoder import CrissCrossEncoder, set_trainable
+from fedxalign.shared.data.site import WindowDataset
+from fedxalign.shared.models.encoder import CrissCrossEncoder, WindowInputs, set_trainable
 from fedxalign.shared.models.pretraining import PretrainConfig, dual_mask, reconstruction_loss, set_pretrainable
+from fedxalign.shared.models.window_inputs import WithWindowInputs, split_batch
 from fedxalign.shared.privacy.config import PrivacyConfig
 from fedxalign.shared.privacy.ledger import PrivacyLedger, calibrate_noise
 from fedxalign.shared.privacy.randomness import secure_torch_generator
@@ -70,8 +72,8 @@ def project(z: torch.Tensor, head: torch.Tensor | None) -> torch.Tensor:
 
 
 def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, anchors: torch.Tensor, present: torch.Tensor,
-          head: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
-    z, spec, _ = model(x, return_features=True)
+          head: torch.Tensor | None, cfg: TrainConfig, inputs: WindowInputs | None = None) -> torch.Tensor:
+    z, spec, _ = model(x, return_features=True, inputs=inputs)
     loss = prototype_loss(project(z, head), y, anchors, cfg.tau, present, cfg.pull_weight)
     if spec is not None:  # per-sample term: safe under DP-SGD's per-sample clipping
         loss = loss + cfg.orth_weight * orthogonality(z, spec)
@@ -104,6 +106,8 @@ def dp_train(model: torch.nn.Module, dataset: torch.utils.data.Dataset, anchors:
     if n == 0:
         raise ConfigError("the site has no training windows")
     check_option("objective", objective, OBJECTIVES)
+    if batch_loss is None and objective == "prototypes" and isinstance(dataset, WindowDataset):
+        dataset = WithWindowInputs([dataset.x], [model], dataset.y, dataset.subject)  # once, not once per epoch
     if batch_loss is None and objective == "reconstruction":
         set_pretrainable(model)
     elif batch_loss is None:
@@ -166,14 +170,14 @@ def dp_train(model: torch.nn.Module, dataset: torch.utils.data.Dataset, anchors:
                 continue
             optimizer.zero_grad()
             batch = [b.to(device, non_blocking=True) for b in batch]
-            x, y = batch[0], batch[-1]
+            (x,), (inputs,), y = split_batch(batch, 1) if batch_loss is None else (batch[:1], [None], batch[-1])
             if batch_loss is not None:
                 loss = batch_loss(trainable, batch)
             elif objective == "reconstruction":  # the masks need no secrecy; they come from the same generator anyway
                 mask = dual_mask(*x.shape[:3], MASK.mask_ratio, MASK.span_patches, gen, device)
                 loss = reconstruction_loss(trainable, x, mask)
             else:
-                loss = _loss(trainable, x, y, anchors, present, head, train_cfg)
+                loss = _loss(trainable, x, y, anchors, present, head, train_cfg, inputs)
             if extra_loss is not None:
                 loss = loss + extra_loss(trainable, x)
             with warnings.catch_warnings():  # inputs need no grad; Opacus' hooks fire on module outputs

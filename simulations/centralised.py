@@ -18,11 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from fedxalign.client.training import embed
-from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.data.site import SiteData, WindowDataset
 from fedxalign.shared.losses import prototype_loss
 from fedxalign.shared.device import pick_device
 from fedxalign.shared.models.encoder import CrissCrossEncoder, build_encoder, set_trainable
 from fedxalign.shared.models.pretraining import load_pretrained, pretrained_path
+from fedxalign.shared.models.window_inputs import WithWindowInputs, split_batch
 from fedxalign.shared.runconfig import RunSettings
 from fedxalign.shared.schema import build
 
@@ -78,6 +79,10 @@ def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, va
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def _with_inputs(ds: WindowDataset, encoder: CrissCrossEncoder) -> WithWindowInputs:
+    return WithWindowInputs([ds.x], [encoder], ds.y, ds.subject)  # computed once for all epochs
+
+
 def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: ReferenceConfig = ReferenceConfig(),
                       seed: int = 0, progress: bool = True) -> CentralisedReference:
     torch.manual_seed(seed)
@@ -93,7 +98,8 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     anchors = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(n_classes, settings.model.embed_dim), dim=-1).to(device))
     params = [anchors, *[p for e in encoders.values() for p in e.parameters()]]
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loaders = [(d.site.modality, torch.utils.data.DataLoader(d.dataset("train"), batch_size=settings.train.batch_size, shuffle=True,
+    loaders = [(d.site.modality, torch.utils.data.DataLoader(_with_inputs(d.dataset("train"), encoders[d.site.modality]),
+                                                             batch_size=settings.train.batch_size, shuffle=True,
                                                              generator=torch.Generator().manual_seed(seed)))
                for d in sites if (d.split == "train").any()]
     val = validation_windows(sites)
@@ -108,10 +114,10 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     for epoch in bar:
         batches = [(m, b) for m, loader in loaders for b in loader]
         for k in rng.permutation(len(batches)):
-            m, (x, y) = batches[k]
-            x, y = x.to(device), y.to(device)
+            m, batch = batches[k]
+            (x,), (inputs,), y = split_batch([b.to(device) for b in batch], 1)
             opt.zero_grad()
-            loss = prototype_loss(encoders[m](x), y, anchors, settings.train.tau, None, settings.train.pull_weight)
+            loss = prototype_loss(encoders[m](x, inputs=inputs), y, anchors, settings.train.tau, None, settings.train.pull_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, settings.privacy.max_grad_norm)
             opt.step()

@@ -12,6 +12,7 @@ from fedxalign.client.site_round import LEDGER_FILE, local_anchors
 from fedxalign.client.training import TrainConfig
 from fedxalign.shared.models.encoder import EncoderConfig, build_encoder
 from fedxalign.shared.models.fusion import FusionConfig, build_fusion
+from fedxalign.shared.models.window_inputs import WithWindowInputs
 from fedxalign.shared.privacy.config import PrivacyConfig
 from fedxalign.shared.privacy.release import effective_release_sigma
 from fedxalign.shared.protocol import DisallowedReply, GlobalState, ReplySpec, check_reply, reply_problems
@@ -27,8 +28,8 @@ def _cfgs(paired_data):
             for m, p in zip(("eeg", "ecg"), pre)}
 
 
-@pytest.mark.parametrize("patch_weight", [0.0, 1.0])
-def test_opacus_per_pair_gradients_are_each_pairs_own(paired_data, patch_weight):
+@pytest.mark.parametrize("patch_weight, precomputed", [(0.0, False), (1.0, False), (0.0, True)])
+def test_opacus_per_pair_gradients_are_each_pairs_own(paired_data, patch_weight, precomputed):
     """Every term (prototypes, sample- and patch-level contrastive, fusion) depends on the pair alone, so clipping bounds a pair."""
     cfgs = _cfgs(paired_data)
     model = PairedModel(build_encoder(cfgs["eeg"], seed=0), build_encoder(cfgs["ecg"], seed=1), build_fusion(5, "gated", seed=2))
@@ -39,6 +40,10 @@ def test_opacus_per_pair_gradients_are_each_pairs_own(paired_data, patch_weight)
     loss_fn = paired_loss(anchors, present, heads, FAST, fusion_cfg, sample_level=True)
     ds = paired_data.dataset("train")
     batch = [ds.x_eeg[:4], ds.x_ecg[:4], ds.y[:4]]
+    if precomputed:  # as a paired round trains: both encoders' parameter-free inputs in the batch
+        with_inputs = WithWindowInputs([ds.x_eeg[:4], ds.x_ecg[:4]], [model.eeg, model.ecg], ds.y[:4])
+        batch = torch.utils.data.default_collate([with_inputs[i] for i in range(4)])
+        assert len(batch) == 9
     if patch_weight:  # the patch-level term is in the loss
         without = paired_loss(anchors, present, heads, FAST, FusionConfig(modality_dropout=0.0), sample_level=True)
         assert loss_fn(model, batch).item() > without(model, batch).item()

@@ -142,3 +142,36 @@ def test_a_part_named_by_prefix_trains_at_its_own_learning_rate():
     by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in opt.param_groups}
     assert by_lr == {0.5: {id(model["enc"].weight)}, 0.05: {id(model["fusion"].weight), id(model["fusion"].bias)}}
     assert [g["lr"] for g in make_optimizer(model, TrainConfig(lr=0.5)).param_groups] == [0.5]
+
+
+def test_inputs_computed_once_per_round_train_the_same_model_as_inputs_computed_every_step(tmp_path, monkeypatch):
+    """dp_train computes a WindowDataset's parameter-free encoder inputs once; a plain (window, label) dataset,
+    whose encoder computes them in every forward pass, trains the same model from the same draws."""
+    from torch.utils.data import TensorDataset
+
+    from fedxalign.shared.data.site import WindowDataset
+    from fedxalign.shared.models import window_inputs
+
+    rng = np.random.default_rng(1)
+    ds = WindowDataset(rng.standard_normal((24, 2, 3000)).astype(np.float32), rng.integers(0, 5, 24), 30, 100)
+    a, present = anchors()
+    privacy = PrivacyConfig(epsilon=8.0)
+    built = []
+    original = window_inputs.WithWindowInputs.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(window_inputs.WithWindowInputs, "__init__", counting)
+    models = []
+    for data in (ds, TensorDataset(ds.x, ds.y)):
+        model = build_encoder(EncoderConfig(global_bins=30, global_max_hz=30.0, sfreq=100.0, dropout=0.0), seed=0)
+        dp_train(model, data, a, present, TrainConfig(local_epochs=2, batch_size=8), privacy,
+                 PrivacyLedger(tmp_path / f"l{len(models)}.json", privacy), generator=torch.Generator().manual_seed(0))
+        models.append(model.state_dict())
+    assert len(built) == 1  # the WindowDataset's inputs, once; none for the plain dataset
+    start = build_encoder(EncoderConfig(global_bins=30, global_max_hz=30.0, sfreq=100.0, dropout=0.0), seed=0).state_dict()
+    assert not torch.equal(models[0]["head.weight"], start["head.weight"])
+    for k in models[0]:
+        torch.testing.assert_close(models[0][k], models[1][k])
