@@ -38,8 +38,8 @@ from fedxalign.simulations.settings import run_settings
 WEIGHTS = np.linspace(0.0, 1.0, 21)
 
 
-def scores_by_split(folder: Path) -> tuple[dict[str, tuple[dict[str, np.ndarray], np.ndarray]], object]:
-    """{split: ({modality: (n, C) anchor scores}, labels)} for the first paired site, and the run's fusion head."""
+def paired_run(folder: Path):
+    """A finished run's settings, its first paired site's data, the server's final state and that site's final encoders."""
     cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
     cfg.federation.results_dir = str(folder)
     settings = run_settings(cfg)
@@ -50,6 +50,12 @@ def scores_by_split(folder: Path) -> tuple[dict[str, tuple[dict[str, np.ndarray]
     site, server = paired[0], ServerState.load(folder / "checkpoint.npz")
     enc = {m: load_paired_encoder(state_dir(folder / "state", site.name), settings.model_for(m), site.name, server.weights.get(m))
            for m in MODALITIES}
+    return settings, site, server, enc
+
+
+def scores_by_split(folder: Path) -> tuple[dict[str, tuple[dict[str, np.ndarray], np.ndarray]], object]:
+    """{split: ({modality: (n, C) anchor scores}, labels)} for the first paired site, and the run's fusion head."""
+    settings, site, server, enc = paired_run(folder)
     anchors = {m: (torch.from_numpy(server.anchors[m]).float(), torch.from_numpy(server.present[m])) for m in MODALITIES}
     out = {}
     for split in ("train", "val", "test"):

@@ -17,32 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
-from fedxalign.client.node import state_dir
-from fedxalign.client.site_round import load_paired_encoder
+from bench_fusion_ceiling import paired_run
 from fedxalign.client.training import project
-from fedxalign.server.strategy import ServerState
-from fedxalign.shared.data.paired import MODALITIES, federation_nodes, is_paired_dir, load_paired_site
-from fedxalign.simulations.settings import run_settings
+from fedxalign.shared.data.paired import MODALITIES
 
 
 @torch.no_grad()
 def span_matching(folder: Path, spans: int) -> tuple[float, float, float]:
     """(EEG -> ECG, ECG -> EEG) share of spans matched to the same time, and the run's patch weight."""
-    cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    cfg.federation.results_dir = str(folder)
-    settings = run_settings(cfg)
-    nodes = federation_nodes(Path(settings.federation.federation_dir), True)
-    paired = [load_paired_site(n, settings.data, settings.federation.cache_dir) for n in nodes if is_paired_dir(n)]
-    if not paired:
-        raise SystemExit(f"{folder}: the run's federation has no paired site")
-    site, server = paired[0], ServerState.load(folder / "checkpoint.npz")
+    settings, site, server, enc = paired_run(folder)
     test = site.dataset("test")
-    s = {}
-    for m in MODALITIES:
-        enc = load_paired_encoder(state_dir(folder / "state", site.name), settings.model_for(m), site.name, server.weights.get(m)).eval()
-        s[m] = project(enc(getattr(test, f"x_{m}"), return_features=True, segments=spans)[3], torch.from_numpy(server.heads[m]))
+    s = {m: project(enc[m].eval()(getattr(test, f"x_{m}"), return_features=True, segments=spans)[3], torch.from_numpy(server.heads[m]))
+         for m in MODALITIES}
     sim = s["eeg"] @ s["ecg"].transpose(1, 2)  # (pairs, EEG span, ECG span)
     same = torch.arange(spans)
     return (float((sim.argmax(2) == same).float().mean()), float((sim.argmax(1) == same).float().mean()),
