@@ -39,6 +39,7 @@ def test_pyproject_flower_config_matches_the_hydra_defaults():
     flat = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     expected = run_settings(compose_config("simulate", ["federation.results_dir=results/flwr-run"]))
     assert RunSettings.from_flat(flat) == expected
+    assert sorted(flat) == sorted(expected.to_flat())  # every key there, so `--run-config` can set each one
 
 
 def test_infinite_epsilon_means_no_dp():
