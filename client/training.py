@@ -20,7 +20,7 @@ from fedxalign.shared.losses import orthogonality, prototype_loss
 from fedxalign.shared.data.site import WindowDataset
 from fedxalign.shared.models.encoder import CrissCrossEncoder, WindowInputs, set_trainable
 from fedxalign.shared.models.pretraining import PretrainConfig, dual_mask, reconstruction_loss, set_pretrainable
-from fedxalign.shared.models.window_inputs import WithWindowInputs, split_batch
+from fedxalign.shared.models.window_inputs import for_windows, split_batch
 from fedxalign.shared.privacy.config import PrivacyConfig
 from fedxalign.shared.privacy.ledger import PrivacyLedger, calibrate_noise
 from fedxalign.shared.privacy.randomness import secure_torch_generator
@@ -107,7 +107,7 @@ def dp_train(model: torch.nn.Module, dataset: torch.utils.data.Dataset, anchors:
         raise ConfigError("the site has no training windows")
     check_option("objective", objective, OBJECTIVES)
     if batch_loss is None and objective == "prototypes" and isinstance(dataset, WindowDataset):
-        dataset = WithWindowInputs([dataset.x], [model], dataset.y, dataset.subject)  # once, not once per epoch
+        dataset = for_windows(dataset, model)  # once, not once per epoch
     if batch_loss is None and objective == "reconstruction":
         set_pretrainable(model)
     elif batch_loss is None:

@@ -18,12 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from fedxalign.client.training import embed
-from fedxalign.shared.data.site import SiteData, WindowDataset
+from fedxalign.shared.data.site import SiteData
 from fedxalign.shared.losses import prototype_loss
 from fedxalign.shared.device import pick_device
 from fedxalign.shared.models.encoder import CrissCrossEncoder, build_encoder, set_trainable
 from fedxalign.shared.models.pretraining import load_pretrained, pretrained_path
-from fedxalign.shared.models.window_inputs import WithWindowInputs, split_batch
+from fedxalign.shared.models.window_inputs import for_windows, split_batch
 from fedxalign.shared.runconfig import RunSettings
 from fedxalign.shared.schema import build
 
@@ -79,10 +79,6 @@ def _val_score(encoders: dict[str, CrissCrossEncoder], anchors: torch.Tensor, va
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def _with_inputs(ds: WindowDataset, encoder: CrissCrossEncoder) -> WithWindowInputs:
-    return WithWindowInputs([ds.x], [encoder], ds.y, ds.subject)  # computed once for all epochs
-
-
 def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: ReferenceConfig = ReferenceConfig(),
                       seed: int = 0, progress: bool = True) -> CentralisedReference:
     torch.manual_seed(seed)
@@ -98,7 +94,7 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     anchors = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(n_classes, settings.model.embed_dim), dim=-1).to(device))
     params = [anchors, *[p for e in encoders.values() for p in e.parameters()]]
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loaders = [(d.site.modality, torch.utils.data.DataLoader(_with_inputs(d.dataset("train"), encoders[d.site.modality]),
+    loaders = [(d.site.modality, torch.utils.data.DataLoader(for_windows(d.dataset("train"), encoders[d.site.modality]),
                                                              batch_size=settings.train.batch_size, shuffle=True,
                                                              generator=torch.Generator().manual_seed(seed)))
                for d in sites if (d.split == "train").any()]

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from fedxalign.shared.data.site import WindowDataset
 from fedxalign.shared.models.encoder import CrissCrossEncoder, WindowInputs
 
 BATCH = 256  # windows per pass when computing the inputs
@@ -35,6 +36,11 @@ class WithWindowInputs(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return (*(w[i] for w in self.windows), *(t[i] for inp in self.inputs for t in inp), self.y[i])
+
+
+def for_windows(ds: WindowDataset, encoder: CrissCrossEncoder) -> WithWindowInputs:
+    """A site's (window, label) split with `encoder`'s inputs of each window."""
+    return WithWindowInputs([ds.x], [encoder], ds.y, ds.subject)
 
 
 def _inputs_of(encoder: CrissCrossEncoder, x: torch.Tensor) -> WindowInputs:
