@@ -40,6 +40,8 @@ class ReferenceConfig:
     # constant, and the score then jumps between epochs so that early stopping keeps a lucky one
     lr_factor: float = 0.5
     lr_patience: int = 4
+    # its own: the sites' training.batch_size is tuned for DP noise, and a sweep of it must not move the bar it is measured against
+    batch_size: int = 128
     cache: bool = True  # read it back when code, settings and windows are those of an earlier run (simulations.reference_cache)
 
     @classmethod
@@ -95,7 +97,7 @@ def train_centralised(sites: list[SiteData], settings: RunSettings, cfg: Referen
     params = [anchors, *[p for e in encoders.values() for p in e.parameters()]]
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     loaders = [(d.site.modality, torch.utils.data.DataLoader(for_windows(d.dataset("train"), encoders[d.site.modality]),
-                                                             batch_size=settings.train.batch_size, shuffle=True,
+                                                             batch_size=cfg.batch_size, shuffle=True,
                                                              generator=torch.Generator().manual_seed(seed)))
                for d in sites if (d.split == "train").any()]
     val = validation_windows(sites)

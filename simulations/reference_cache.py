@@ -50,7 +50,8 @@ def source_digest(root: Path = PACKAGE_ROOT) -> str:
 def reference_key(sites: list[SiteData], settings: RunSettings, cfg: ReferenceConfig, seed: int,
                   code: Callable[[], str] = source_digest) -> str:
     modalities = sorted({d.site.modality for d in sites})
-    train = dataclasses.replace(settings.train, planned_rounds=0)  # the federation's rounds: not read here
+    # not read here: the federation's rounds, the sites' batch size (the reference has its own)
+    train = dataclasses.replace(settings.train, planned_rounds=0, batch_size=0)
     h = hashlib.sha256(fingerprint(FORMAT, torch.__version__, code(), pick_device(settings.train.device).type, seed,
                                    dataclasses.replace(cfg, cache=True), train, settings.privacy.max_grad_norm, settings.data,
                                    *(settings.model_for(m) for m in modalities)).encode())  # each names its modality

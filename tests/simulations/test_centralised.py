@@ -1,5 +1,8 @@
 """The centralised reference: early stopping on the validation subjects, the best epoch's weights kept."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -21,3 +24,12 @@ def test_the_learning_rate_falls_on_each_validation_plateau_and_stays_put_at_fac
     assert halved.final_lr <= 0.004 * 0.5 ** 2 + 1e-12
     constant = train_centralised(sites, settings, ReferenceConfig(max_epochs=10, patience=3, lr=0.004, lr_factor=1.0), seed=0)
     assert constant.final_lr == pytest.approx(0.004)
+
+
+def test_the_reference_batches_by_its_own_size_not_the_sites_dp_batch(setting):
+    settings, sites = setting
+    cfg = ReferenceConfig(max_epochs=2, patience=2, batch_size=16)
+    ref = train_centralised(sites, settings, cfg, seed=0)
+    other_dp_batch = dataclasses.replace(settings, train=dataclasses.replace(settings.train, batch_size=7))
+    assert np.array_equal(train_centralised(sites, other_dp_batch, cfg, seed=0).anchors, ref.anchors)
+    assert not np.array_equal(train_centralised(sites, settings, dataclasses.replace(cfg, batch_size=7), seed=0).anchors, ref.anchors)

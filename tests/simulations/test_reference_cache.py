@@ -43,9 +43,12 @@ def test_the_key_follows_what_the_training_reads_and_nothing_else(setting):
     assert reference_key(sites, settings, dataclasses.replace(CFG, patience=3), 0) != key
     assert reference_key(sites, settings, CFG, 1) != key
     assert reference_key(sites, settings, CFG, 0, code=lambda: "edited code") != key
-    # what it does not read: the federation's rounds, the privacy budget, the test subjects' windows, the cache switch
+    assert reference_key(sites, settings, dataclasses.replace(CFG, batch_size=7), 0) != key
+    # what it does not read: the federation's rounds, the privacy budget, the sites' DP batch, the test subjects' windows,
+    # the cache switch
     rounds = dataclasses.replace(settings, federation=dataclasses.replace(settings.federation, rounds=9),
-                                 privacy=dataclasses.replace(settings.privacy, epsilon=1.0))
+                                 privacy=dataclasses.replace(settings.privacy, epsilon=1.0),
+                                 train=dataclasses.replace(settings.train, batch_size=7))
     assert reference_key(sites, rounds, dataclasses.replace(CFG, cache=False), 0) == key
     changed_test = [dataclasses.replace(sites[0], x=sites[0].x.copy()), *sites[1:]]
     changed_test[0].x[np.flatnonzero(sites[0].split == "test")[0], 0, 0] += 1.0
