@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from fedxalign.client.training import embed
 from fedxalign.shared.data.site import SiteData
+from fedxalign.shared.errors import ConfigError
 from fedxalign.shared.losses import prototype_loss
 from fedxalign.shared.device import pick_device
 from fedxalign.shared.models.encoder import CrissCrossEncoder, build_encoder, set_trainable
@@ -43,6 +44,16 @@ class ReferenceConfig:
     # its own: the sites' training.batch_size is tuned for DP noise, and a sweep of it must not move the bar it is measured against
     batch_size: int = 128
     cache: bool = True  # read it back when code, settings and windows are those of an earlier run (simulations.reference_cache)
+
+    def __post_init__(self) -> None:
+        counts = {"max_epochs": self.max_epochs, "patience": self.patience, "lr_patience": self.lr_patience, "batch_size": self.batch_size}
+        bad = [f"reference.{k}={v!r} must be a positive whole number" for k, v in counts.items() if not isinstance(v, int) or v < 1]
+        if not self.lr > 0:
+            bad.append(f"reference.lr={self.lr!r} must be positive")
+        if not 0 < self.lr_factor <= 1:
+            bad.append(f"reference.lr_factor={self.lr_factor!r} must lie in (0, 1]; 1 keeps the rate constant")
+        if bad:
+            raise ConfigError("; ".join(bad))
 
     @classmethod
     def from_mapping(cls, values) -> ReferenceConfig:

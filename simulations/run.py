@@ -87,6 +87,7 @@ def simulate(cfg: DictConfig) -> dict:
 
     t0 = time.time()
     settings = run_settings(cfg)
+    reference = ReferenceConfig.from_mapping(cfg.reference)  # a bad setting stops the run before any work
     out = Path(settings.federation.results_dir)
     root = Path(settings.federation.federation_dir)
     prepare_federation(cfg, root)
@@ -119,7 +120,7 @@ def simulate(cfg: DictConfig) -> dict:
         print(f"  paired site {p.name}: {len(p.y)} EEG+ECG pairs of {len(set(p.subject))} subjects "
               f"({len(p.eeg.y)} EEG, {len(p.ecg.y)} ECG windows); the pair is its privacy unit", flush=True)
     background = BackgroundReferences([b for b in ("fedavg", "local", "central") if b in cfg.baselines], settings,
-                                      out / "baselines", ReferenceConfig.from_mapping(cfg.reference), paired=names)
+                                      out / "baselines", reference, paired=names)
     if background.kinds:
         print(f"references ({', '.join(background.LABELS[k] for k in background.kinds)}) train beside the federation, "
               "on the cores its rounds leave idle", flush=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedxalign.shared.errors import ConfigError
 from fedxalign.simulations.centralised import ReferenceConfig, _val_score, train_centralised, validation_windows
 
 
@@ -33,3 +34,10 @@ def test_the_reference_batches_by_its_own_size_not_the_sites_dp_batch(setting):
     other_dp_batch = dataclasses.replace(settings, train=dataclasses.replace(settings.train, batch_size=7))
     assert np.array_equal(train_centralised(sites, other_dp_batch, cfg, seed=0).anchors, ref.anchors)
     assert not np.array_equal(train_centralised(sites, settings, dataclasses.replace(cfg, batch_size=7), seed=0).anchors, ref.anchors)
+
+
+@pytest.mark.parametrize("key, value", [("batch_size", 0), ("max_epochs", 0), ("patience", -1), ("lr_patience", 2.5), ("lr", 0.0),
+                                        ("lr_factor", 1.5)])
+def test_a_bad_reference_setting_is_refused_by_its_name(key, value):
+    with pytest.raises(ConfigError, match=f"reference.{key}="):
+        ReferenceConfig.from_mapping({key: value})
