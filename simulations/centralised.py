@@ -46,8 +46,9 @@ class ReferenceConfig:
     cache: bool = True  # read it back when code, settings and windows are those of an earlier run (simulations.reference_cache)
 
     def __post_init__(self) -> None:
-        counts = {"max_epochs": self.max_epochs, "patience": self.patience, "lr_patience": self.lr_patience, "batch_size": self.batch_size}
-        bad = [f"reference.{k}={v!r} must be a positive whole number" for k, v in counts.items() if not isinstance(v, int) or v < 1]
+        counts = {"max_epochs": 1, "patience": 1, "lr_patience": 0, "batch_size": 1}  # the least each may be (0: cut the rate on every miss)
+        bad = [f"reference.{k}={getattr(self, k)!r} must be a whole number of at least {least}" for k, least in counts.items()
+               if not isinstance(getattr(self, k), int) or getattr(self, k) < least]
         if not self.lr > 0:
             bad.append(f"reference.lr={self.lr!r} must be positive")
         if not 0 < self.lr_factor <= 1:

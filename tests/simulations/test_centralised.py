@@ -41,3 +41,4 @@ def test_the_reference_batches_by_its_own_size_not_the_sites_dp_batch(setting):
 def test_a_bad_reference_setting_is_refused_by_its_name(key, value):
     with pytest.raises(ConfigError, match=f"reference.{key}="):
         ReferenceConfig.from_mapping({key: value})
+    assert ReferenceConfig.from_mapping({"lr_patience": 0}).lr_patience == 0  # a cut on every epoch without improvement
