@@ -41,4 +41,7 @@ def test_the_reference_batches_by_its_own_size_not_the_sites_dp_batch(setting):
 def test_a_bad_reference_setting_is_refused_by_its_name(key, value):
     with pytest.raises(ConfigError, match=f"reference.{key}="):
         ReferenceConfig.from_mapping({key: value})
+
+
+def test_a_plateau_patience_of_zero_is_taken():
     assert ReferenceConfig.from_mapping({"lr_patience": 0}).lr_patience == 0  # a cut on every epoch without improvement
